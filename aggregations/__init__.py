@@ -1,0 +1,1 @@
+"""Event-time windowed aggregates, exactly once, in DynamoDB (durable) and Redis (hot)."""

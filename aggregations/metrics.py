@@ -1,0 +1,226 @@
+"""Metric definitions and aggregators: tiny pure classes (initialize / add / merge / encode).
+
+A metric maps each event it applies to onto a group (its `by` dimensions) and folds a value into
+that group's aggregate. Values are exact: sums, minima and maxima are Decimals built from the JSON
+number's shortest repr, so 0.1 + 0.2 is 0.3 and the order of addition cannot change a total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from typing import Any
+
+OTHER_GROUP = "__other__"  # groups past max_groups
+ALL_GROUP = "all"  # the one group of a metric without `by`
+_MISSING = object()
+# Unrounded addition: the default context keeps 28 digits, so 1e28 + 1 - 1e28 would depend on the order.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+class Aggregator:
+    """How one kind of aggregate starts, grows, merges and is stored (JSON-able)."""
+
+    name = ""
+    needs_field = False
+
+    def initial(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, current: Any, value: Any) -> Any:
+        raise NotImplementedError
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, raw: Any) -> Any:
+        return raw
+
+    def present(self, value: Any) -> Any:
+        """The value as a query shows it (a JSON number)."""
+        return value
+
+
+class CountAggregator(Aggregator):
+    name = "count"
+
+    def initial(self) -> int:
+        return 0
+
+    def add(self, current: int, value: Any) -> int:
+        return current + 1
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+
+class _DecimalAggregator(Aggregator):
+    needs_field = True
+
+    def encode(self, value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    def decode(self, raw: str | None) -> Decimal | None:
+        return None if raw is None else Decimal(raw)
+
+    def present(self, value: Decimal | None) -> int | float | None:
+        if value is None:
+            return None
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+class SumAggregator(_DecimalAggregator):
+    name = "sum"
+
+    def initial(self) -> Decimal:
+        return Decimal(0)
+
+    def add(self, current: Decimal, value: Decimal) -> Decimal:
+        return _EXACT.add(current, value)
+
+    def merge(self, a: Decimal, b: Decimal) -> Decimal:
+        return _EXACT.add(a, b)
+
+
+class MinAggregator(_DecimalAggregator):
+    name = "min"
+
+    def initial(self) -> None:
+        return None
+
+    def add(self, current: Decimal | None, value: Decimal) -> Decimal:
+        return value if current is None or value < current else current
+
+    def merge(self, a: Decimal | None, b: Decimal | None) -> Decimal | None:
+        if a is None or b is None:
+            return a if b is None else b
+        return min(a, b)
+
+
+class MaxAggregator(_DecimalAggregator):
+    name = "max"
+
+    def initial(self) -> None:
+        return None
+
+    def add(self, current: Decimal | None, value: Decimal) -> Decimal:
+        return value if current is None or value > current else current
+
+    def merge(self, a: Decimal | None, b: Decimal | None) -> Decimal | None:
+        if a is None or b is None:
+            return a if b is None else b
+        return max(a, b)
+
+
+AGGREGATORS: dict[str, Aggregator] = {
+    a.name: a for a in (CountAggregator(), SumAggregator(), MinAggregator(), MaxAggregator())
+}
+
+
+def register_aggregator(aggregator: Aggregator) -> None:
+    AGGREGATORS[aggregator.name] = aggregator
+
+
+def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """Value at a dotted path, or _MISSING."""
+    value: Any = event
+    for part in path:
+        if not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A JSON number as an exact Decimal of its shortest repr; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        result = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+def _group_part(value: Any) -> str:
+    if value is _MISSING or value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric: which events it counts, how it groups them, and what it computes."""
+
+    name: str
+    agg: str = "count"
+    field: str | None = None
+    by: tuple[str, ...] = ()
+    where: tuple[tuple[str, Any], ...] = ()
+    types: tuple[str, ...] = ("*",)
+    max_groups: int = 1000
+    _by_paths: tuple[tuple[str, ...], ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _where_paths: tuple[tuple[tuple[str, ...], Any], ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _field_path: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_paths", tuple(tuple(p.split(".")) for p in self.by))
+        object.__setattr__(self, "_where_paths", tuple((tuple(k.split(".")), v) for k, v in self.where))
+        object.__setattr__(self, "_field_path", tuple(self.field.split(".")) if self.field else ())
+
+    @property
+    def aggregator(self) -> Aggregator:
+        return AGGREGATORS[self.agg]
+
+    def applies_to_type(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.types)
+
+    def group_and_value(self, event: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """(group, value to fold) for an event of a matching type, or None if the event does not count."""
+        for path, expected in self._where_paths:
+            if lookup(event, path) != expected:
+                return None
+        value: Any = None
+        if self._field_path:
+            raw = lookup(event, self._field_path)
+            value = raw if self.agg == "distinct" else to_decimal(raw)
+            if value is None or value is _MISSING:
+                return None
+        if not self._by_paths:
+            return ALL_GROUP, value
+        parts = [_group_part(lookup(event, p)) for p in self._by_paths]
+        group = parts[0] if len(parts) == 1 else "|".join(parts)
+        return group, value
+
+
+BUILTIN_EVENTS_METRIC = MetricDef(name="events", agg="count", by=("eventType",), max_groups=1000)
+
+
+class MetricSet:
+    """The configured metrics with a per-eventType cache of which ones apply (the hot path)."""
+
+    def __init__(self, metrics: tuple[MetricDef, ...]) -> None:
+        names = [m.name for m in metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric names must be unique: {names}")
+        self.metrics = metrics
+        self.by_name = {m.name: m for m in metrics}
+        self._for_type: dict[str, tuple[MetricDef, ...]] = {}
+
+    def for_type(self, event_type: str) -> tuple[MetricDef, ...]:
+        found = self._for_type.get(event_type)
+        if found is None:
+            found = tuple(m for m in self.metrics if m.applies_to_type(event_type))
+            if len(self._for_type) < 100_000:
+                self._for_type[event_type] = found
+        return found

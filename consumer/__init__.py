@@ -1,0 +1,1 @@
+"""The KCL record processor: decode, validate, route, aggregate, DLQ, checkpoint."""

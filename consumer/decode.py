@@ -1,0 +1,149 @@
+"""Record decoding: bytes -> JSON objects (one object, an array of objects, or NDJSON), pure.
+
+Gzip and zlib payloads are recognised by their magic bytes and inflated with a size cap (against
+decompression bombs). Anything that cannot become an object becomes a `Rejection` with a stable
+reason code, so every byte that arrives ends up either counted or in the DLQ.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from consumer.reasons import Reason
+
+GZIP_MAGIC = b"\x1f\x8b"
+# zlib streams start with 0x78 and a check byte; JSON text never starts with 'x'.
+ZLIB_HEADERS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+DEFAULT_MAX_INFLATED_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Something in a record that is not a countable event: where it is, why, and its raw bytes."""
+
+    index: int
+    reason: Reason
+    detail: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    objects: list[tuple[int, dict[str, Any]]]  # (index in record, object)
+    rejections: list[Rejection]
+
+
+def inflate(data: bytes, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> bytes | Rejection:
+    """Decompress gzip/zlib payloads (by magic bytes); other bytes pass through unchanged.
+
+    Concatenated gzip members (valid gzip) are all inflated; any other bytes after the compressed
+    stream make the record `bad_compression`, never silently dropped.
+    """
+    if data[:2] == GZIP_MAGIC:
+        wbits = 16 + zlib.MAX_WBITS
+    elif data[:2] in ZLIB_HEADERS:
+        wbits = zlib.MAX_WBITS
+    else:
+        return data
+    out = b""
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            # One byte over the remaining budget tells "exactly at the cap" from "past it"
+            # (and keeps max_length above 0, which zlib reads as "no limit").
+            out += inflater.decompress(rest, max_bytes - len(out) + 1)
+            if inflater.unconsumed_tail or len(out) > max_bytes:
+                return Rejection(0, Reason.TOO_LARGE, f"inflates to more than {max_bytes} bytes", data)
+            out += inflater.flush()
+        except zlib.error as exc:
+            return Rejection(0, Reason.BAD_COMPRESSION, f"corrupt compressed payload: {exc}", data)
+        if len(out) > max_bytes:
+            return Rejection(0, Reason.TOO_LARGE, f"inflates to more than {max_bytes} bytes", data)
+        if not inflater.eof:
+            return Rejection(0, Reason.BAD_COMPRESSION, "truncated compressed payload", data)
+        rest = inflater.unused_data
+        if not rest:
+            return out
+        if wbits == zlib.MAX_WBITS or rest[:2] != GZIP_MAGIC:
+            return Rejection(0, Reason.BAD_COMPRESSION, f"{len(rest)} bytes after the compressed stream", data)
+
+
+def _classify_parse_failure(text: bytes) -> tuple[Reason, str]:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Reason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}"
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return Reason.NOT_JSON, str(exc)
+    return Reason.NOT_JSON, "not JSON"
+
+
+def decode_record(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Decoded:
+    """Split one record's data into JSON objects and rejections (indices count events in the record)."""
+    inflated = inflate(data, max_inflated_bytes)
+    if isinstance(inflated, Rejection):
+        return Decoded([], [inflated])
+    try:
+        parsed = orjson.loads(inflated)
+    except orjson.JSONDecodeError:
+        return _decode_ndjson(inflated)
+    if isinstance(parsed, dict):
+        return Decoded([(0, parsed)], [])
+    if isinstance(parsed, list):
+        objects, rejections = [], []
+        for index, item in enumerate(parsed):
+            if isinstance(item, dict):
+                objects.append((index, item))
+            else:
+                try:
+                    payload = orjson.dumps(item)
+                except orjson.JSONEncodeError:  # nested deeper than orjson writes: keep the whole record
+                    payload = inflated
+                rejections.append(Rejection(index, Reason.NOT_OBJECT, f"array element is {_kind(item)}", payload))
+        return Decoded(objects, rejections)
+    return Decoded([], [Rejection(0, Reason.NOT_OBJECT, f"record is {_kind(parsed)}", inflated)])
+
+
+def _decode_ndjson(text: bytes) -> Decoded:
+    lines = [line for line in text.split(b"\n") if line.strip()]
+    if len(lines) <= 1:
+        reason, detail = _classify_parse_failure(text)
+        return Decoded([], [Rejection(0, reason, detail, text)])
+    objects, rejections = [], []
+    for index, line in enumerate(lines):
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            reason, detail = _classify_parse_failure(line)
+            rejections.append(Rejection(index, reason, f"line {index + 1}: {detail}", line))
+            continue
+        if isinstance(item, dict):
+            objects.append((index, item))
+        else:
+            rejections.append(Rejection(index, Reason.NOT_OBJECT, f"line {index + 1} is {_kind(item)}", line))
+    if not objects and all(r.reason is not Reason.NOT_OBJECT for r in rejections):
+        # Nothing parsed line by line either: this is one broken document, not many broken lines.
+        reason, detail = _classify_parse_failure(text)
+        return Decoded([], [Rejection(0, reason, detail, text)])
+    return Decoded(objects, rejections)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,173 @@
+"""The KCL record processor (amazon_kclpy v3 interface), run by the MultiLangDaemon, one per shard.
+
+Stdout is the KCL protocol channel: nothing else may write to it (logs are JSON on stderr).
+`amazon_kclpy` swallows exceptions raised from the callbacks and carries on with the next batch, which
+would skip records; so no exception escapes here: a failure we cannot ride out ends the process
+(non-zero), the daemon exits with it, and the orchestrator restarts from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from amazon_kclpy import kcl
+from amazon_kclpy.checkpoint_error import CheckpointError
+from amazon_kclpy.v3 import processor as v3
+
+from consumer.worker import FatalError, InRecord, ShardWorker
+
+log = logging.getLogger("streamkpi.processor")
+
+WorkerFactory = Callable[[str], ShardWorker]
+
+
+class LeaseLostError(Exception):
+    """Checkpointing failed with ShutdownException: another worker has the lease. Stop writing."""
+
+
+class RecordProcessor(v3.RecordProcessorBase):
+    def __init__(
+        self,
+        worker_factory: WorkerFactory,
+        sleep: Callable[[float], None] = time.sleep,
+        exit: Callable[[int], NoReturn] = sys.exit,
+        checkpoint_attempts: int = 8,
+    ) -> None:
+        self.worker_factory = worker_factory
+        self.sleep = sleep
+        self.exit = exit
+        self.checkpoint_attempts = checkpoint_attempts
+        self.worker: ShardWorker | None = None
+        self.shard_id = "?"
+        self.lease_gone = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def initialize(self, initialize_input: Any) -> None:
+        self.shard_id = initialize_input.shard_id
+        self._guarded("initialize", lambda: self._initialize(initialize_input))
+
+    def _initialize(self, initialize_input: Any) -> None:
+        self.worker = self.worker_factory(self.shard_id)
+        log.info(
+            "shard initialized",
+            extra={
+                "shard": self.shard_id,
+                "from_sequence": initialize_input.sequence_number,
+                "from_sub_sequence": initialize_input.sub_sequence_number,
+            },
+        )
+
+    def process_records(self, process_records_input: Any) -> None:
+        self._guarded("process_records", lambda: self._process(process_records_input))
+
+    def _process(self, process_records_input: Any) -> None:
+        if self.lease_gone:
+            return  # a zombie must not write; KCL will shut this processor down
+        worker = self._worker()
+        records = [
+            InRecord(
+                data=base64.b64decode(r.data),
+                sequence_number=r.sequence_number,
+                sub_sequence_number=int(r.sub_sequence_number or 0),
+                partition_key=r.partition_key,
+                arrival_ms=r.timestamp_millis,
+            )
+            for r in process_records_input.records
+        ]
+        worker.process(records)
+        worker.stats.last = {"millis_behind_latest": process_records_input.millis_behind_latest}
+        if worker.durable_due() or worker.checkpoint_due():
+            worker.flush_durable()
+            if worker.checkpoint_due():
+                self._checkpoint(process_records_input.checkpointer, worker)
+        elif worker.hot_due():
+            worker.flush_hot()
+
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        # Checkpointing is impossible now; whatever was not checkpointed is redelivered to the new owner.
+        log.warning("lease lost; dropping unflushed state", extra={"shard": self.shard_id})
+        self.lease_gone = True
+        self.worker = None
+
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        def finish() -> None:
+            worker = self._worker()
+            worker.flush_durable()
+            # Checkpoint with no sequence number = SHARD_END: without it the child shards never start.
+            self._checkpoint(shard_ended_input.checkpointer, worker, shard_end=True)
+            log.info("shard ended; checkpointed SHARD_END", extra={"shard": self.shard_id})
+
+        self._guarded("shard_ended", finish)
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        def finish() -> None:
+            if self.worker is None or self.lease_gone:
+                return
+            self.worker.flush_durable()
+            if self.worker.last_record is not None and self.worker.last_record != self.worker.checkpointed:
+                self._checkpoint(shutdown_requested_input.checkpointer, self.worker)
+            log.info("shutdown requested; checkpointed", extra={"shard": self.shard_id})
+
+        self._guarded("shutdown_requested", finish)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _worker(self) -> ShardWorker:
+        if self.worker is None:
+            raise FatalError(f"shard {self.shard_id}: no worker (initialize failed or lease lost)")
+        return self.worker
+
+    def _checkpoint(self, checkpointer: Any, worker: ShardWorker, shard_end: bool = False) -> None:
+        seq, sub = (None, None) if shard_end or worker.last_record is None else worker.last_record
+        for attempt in range(1, self.checkpoint_attempts + 1):
+            try:
+                checkpointer.checkpoint(seq, sub)
+                worker.mark_checkpointed()
+                log.debug("checkpointed", extra={"shard": self.shard_id, "sequence": seq, "sub": sub})
+                return
+            except CheckpointError as exc:
+                error = exc.value
+                if error == "ThrottlingException" and attempt < self.checkpoint_attempts:
+                    self.sleep(min(0.2 * 2**attempt, 5.0))
+                    continue
+                if error == "ShutdownException":
+                    raise LeaseLostError(f"shard {self.shard_id}: checkpoint refused, lease lost") from exc
+                raise FatalError(f"shard {self.shard_id}: checkpoint failed with {error}") from exc
+
+    def _guarded(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except LeaseLostError as exc:
+            # Reprocessing follows on the new owner; nothing is lost. Stop writing from here.
+            log.warning(str(exc), extra={"shard": self.shard_id})
+            self.lease_gone = True
+            self.worker = None
+        except FatalError as exc:
+            log.error(f"{what}: {exc}; exiting without checkpoint", extra={"shard": self.shard_id})
+            self.exit(2)
+        except Exception:
+            log.exception(f"{what}: unexpected error; exiting without checkpoint", extra={"shard": self.shard_id})
+            self.exit(3)
+
+
+def main() -> None:
+    """Entry point of the `streamkpi-processor` executable that the MultiLangDaemon starts per shard."""
+    from streamkpi.app import bootstrap, build_worker_factory
+
+    settings = bootstrap()
+    try:
+        factory = build_worker_factory(settings)
+    except Exception:
+        log.exception("cannot start the record processor")
+        sys.exit(3)
+    kcl.KCLProcess(RecordProcessor(factory)).run()
+
+
+if __name__ == "__main__":
+    main()

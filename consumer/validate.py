@@ -1,0 +1,105 @@
+"""Event validation: envelope, timestamp, bounds against arrival time, per-type JSON Schema. Pure.
+
+Time bounds are judged against the record's `approximateArrivalTimestamp`, never the wall clock, so
+reprocessing the same records always gives the same verdicts (and the same numbers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from consumer.reasons import Reason
+
+EVENT_TYPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Numbers below this are epoch seconds, above it epoch milliseconds (1e11 s is the year 5138).
+_SECONDS_LIMIT = 100_000_000_000
+_OPTIONAL_STRINGS = ("eventId", "userId", "sessionId")
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    event_type: str
+    event_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What makes an event acceptable. Built once from the config."""
+
+    max_age_ms: int = 3 * 365 * 86_400_000
+    future_skew_ms: int = 5 * 60_000
+    strict_types: bool = False
+    known_types: frozenset[str] = frozenset()
+    # eventType -> compiled validator that raises on failure (fastjsonschema)
+    schemas: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+
+class TimestampError(ValueError):
+    pass
+
+
+def parse_timestamp_ms(value: Any) -> int:
+    """ISO-8601 with `Z` or an offset (`T` or space), or epoch seconds / milliseconds -> epoch ms."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise TimestampError(f"{value[:64]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            raise TimestampError(f"{value[:64]!r} has no UTC offset (add Z or +hh:mm)")
+        return (parsed - _EPOCH) // _MS
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TimestampError(f"timestamp is a {type(value).__name__}, not a string or number")
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TimestampError("timestamp is not a finite number")
+        exact = Decimal(repr(value))
+        return int((exact * 1000 if abs(exact) < _SECONDS_LIMIT else exact).to_integral_value("ROUND_FLOOR"))
+    return value * 1000 if abs(value) < _SECONDS_LIMIT else value
+
+
+def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> Valid | Invalid:
+    event_type = event.get("eventType")
+    if event_type is None:
+        return Invalid(Reason.MISSING_FIELD, "eventType is missing")
+    if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
+        return Invalid(Reason.WRONG_TYPE, "eventType must be a string of 1-128 letters, digits and ._:- characters")
+    if "timestamp" not in event:
+        return Invalid(Reason.MISSING_FIELD, "timestamp is missing")
+    try:
+        event_ms = parse_timestamp_ms(event["timestamp"])
+    except TimestampError as exc:
+        return Invalid(Reason.BAD_TIMESTAMP, str(exc))
+    for name in _OPTIONAL_STRINGS:
+        value = event.get(name)
+        if value is not None and not isinstance(value, str):
+            return Invalid(Reason.WRONG_TYPE, f"{name} must be a string")
+    data = event.get("data")
+    if data is not None and not isinstance(data, dict):
+        return Invalid(Reason.WRONG_TYPE, "data must be an object")
+    if event_ms < arrival_ms - rules.max_age_ms:
+        return Invalid(Reason.TOO_OLD, f"event time is {(arrival_ms - event_ms) // 1000}s before arrival")
+    if event_ms > arrival_ms + rules.future_skew_ms:
+        return Invalid(Reason.IN_FUTURE, f"event time is {(event_ms - arrival_ms) // 1000}s after arrival")
+    schema = rules.schemas.get(event_type)
+    if schema is not None:
+        try:
+            schema(event)
+        except Exception as exc:  # fastjsonschema.JsonSchemaException and friends
+            return Invalid(Reason.SCHEMA, str(exc))
+    elif rules.strict_types and event_type not in rules.known_types:
+        return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
+    return Valid(event_type, event_ms)

@@ -1,0 +1,231 @@
+"""One shard's pipeline: decode -> validate -> aggregate / dead-letter, and durable flushes.
+
+The KCL-facing processor (processor.py) owns the protocol; this class owns the order of effects:
+dead letters, then DynamoDB, then Redis, and only then may the processor checkpoint. Stores are
+injected; time comes from an injected monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from aggregations.partials import Position, ShardAggregates
+from aggregations.store import AggregateStore, StoreUnavailableError
+from consumer.decode import decode_record
+from consumer.dlq import DeadLetter, DeadLetterSink
+from consumer.validate import Invalid, Rules, validate_event
+from streamkpi.config import AppConfig
+
+log = logging.getLogger("streamkpi.worker")
+T = TypeVar("T")
+
+
+class FatalError(Exception):
+    """Processing cannot go on without losing or corrupting data: exit without checkpointing."""
+
+
+class ZombieError(FatalError):
+    """Another writer stored a newer partial for this shard: this worker lost its lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """A Kinesis record as the worker needs it (data already base64-decoded)."""
+
+    data: bytes
+    sequence_number: str
+    sub_sequence_number: int
+    partition_key: str
+    arrival_ms: int
+
+
+@dataclass(frozen=True)
+class Cadence:
+    redis_flush_seconds: float = 1.0
+    dynamodb_flush_seconds: float = 5.0
+    checkpoint_seconds: float = 5.0
+    checkpoint_records: int = 50_000
+    store_retry_seconds: float = 60.0
+    max_cached_windows: int = 5_000
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    events: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    durable_flushes: int = 0
+    hot_flushes: int = 0
+    dynamodb_writes: int = 0
+    redis_writes: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        shard_id: str,
+        stream: str,
+        config: AppConfig,
+        durable: AggregateStore,
+        hot: AggregateStore,
+        dead_letters: DeadLetterSink,
+        cadence: Cadence = Cadence(),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.shard_id = shard_id
+        self.stream = stream
+        self.rules: Rules = config.rules
+        self.durable = durable
+        self.hot = hot
+        self.dead_letters = dead_letters
+        self.cadence = cadence
+        self.clock = clock
+        self.sleep = sleep
+        self.aggregates = ShardAggregates(shard_id, config.metric_set, config.resolutions)
+        self.pending_letters: list[DeadLetter] = []
+        self.stats = Stats()
+        self.last_record: tuple[str, int] | None = None  # (sequenceNumber, subSequenceNumber)
+        self.checkpointed: tuple[str, int] | None = None
+        now = clock()
+        self.last_durable = self.last_hot = self.last_checkpoint = now
+        self.records_since_checkpoint = 0
+
+    # -- processing ---------------------------------------------------------------------------------
+
+    def process(self, records: Sequence[InRecord]) -> None:
+        """Fold a batch into memory; dead letters are buffered until the next durable flush."""
+        valid: list[tuple[dict[str, Any], str, int, Position]] = []
+        for record in records:
+            seq = int(record.sequence_number)
+            decoded = decode_record(record.data)
+            for rejection in decoded.rejections:
+                self._dead_letter(record, rejection.index, rejection.reason, rejection.detail, rejection.payload)
+            for index, obj in decoded.objects:
+                verdict = validate_event(obj, record.arrival_ms, self.rules)
+                if isinstance(verdict, Invalid):
+                    payload = _event_payload(record.data, decoded, obj)
+                    self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
+                    continue
+                valid.append((obj, verdict.event_type, verdict.event_ms, (seq, record.sub_sequence_number, index)))
+            self.last_record = (record.sequence_number, record.sub_sequence_number)
+        self._load_missing(valid)
+        for obj, event_type, event_ms, position in valid:
+            if not self.aggregates.add(obj, event_type, event_ms, position):
+                self.stats.duplicates += 1
+        self.stats.records += len(records)
+        self.stats.events += len(valid)
+        self.records_since_checkpoint += len(records)
+
+    def _dead_letter(self, record: InRecord, index: int, reason: str, detail: str, payload: bytes) -> None:
+        self.stats.rejected += 1
+        self.pending_letters.append(
+            DeadLetter(
+                self.stream,
+                self.shard_id,
+                record.sequence_number,
+                record.sub_sequence_number,
+                index,
+                record.partition_key,
+                record.arrival_ms,
+                str(reason),
+                detail,
+                payload,
+            )
+        )
+
+    def _load_missing(self, valid: list[tuple[dict[str, Any], str, int, Position]]) -> None:
+        keys = {k for _, _, event_ms, _ in valid for k in self.aggregates.keys_for(event_ms)}
+        missing = self.aggregates.missing(keys)
+        if not missing:
+            return
+        found = self._retry("load partials from DynamoDB", lambda: self.durable.load(self.shard_id, missing))
+        for key in missing:
+            self.aggregates.install(key, found.get(key))
+
+    # -- flushing -----------------------------------------------------------------------------------
+
+    def durable_due(self) -> bool:
+        return (
+            self.clock() - self.last_durable >= self.cadence.dynamodb_flush_seconds
+            or self.records_since_checkpoint >= self.cadence.checkpoint_records
+        )
+
+    def checkpoint_due(self) -> bool:
+        return self.last_record != self.checkpointed and (
+            self.clock() - self.last_checkpoint >= self.cadence.checkpoint_seconds
+            or self.records_since_checkpoint >= self.cadence.checkpoint_records
+        )
+
+    def hot_due(self) -> bool:
+        return self.clock() - self.last_hot >= self.cadence.redis_flush_seconds
+
+    def flush_hot(self) -> None:
+        dirty = self.aggregates.dirty("redis")
+        if dirty:
+            stale = self._retry("write partials to Redis", lambda: self.hot.write(dirty))
+            # A stale Redis write means a newer copy of the same deterministic partial is there already.
+            self.aggregates.mark_written("redis", dirty)
+            self.stats.redis_writes += len(dirty) - len(stale)
+        self.stats.hot_flushes += 1
+        self.last_hot = self.clock()
+
+    def flush_durable(self) -> None:
+        """Make every effect of the records seen so far durable: DLQ, DynamoDB, then Redis."""
+        if self.pending_letters:
+            letters = self.pending_letters
+            self._retry("send dead letters", lambda: self.dead_letters.send(letters))
+            self.pending_letters = []
+        dirty = self.aggregates.dirty("dynamodb")
+        if dirty:
+            stale = self._retry("write partials to DynamoDB", lambda: self.durable.write(dirty))
+            if stale:
+                raise ZombieError(
+                    f"shard {self.shard_id}: DynamoDB holds newer partials for {len(stale)} windows "
+                    f"(e.g. {stale[0].resolution} {stale[0].start_ms}); another worker owns this shard"
+                )
+            self.aggregates.mark_written("dynamodb", dirty)
+            self.stats.dynamodb_writes += len(dirty)
+        self.flush_hot()
+        self.aggregates.evict_clean(self.cadence.max_cached_windows)
+        self.stats.durable_flushes += 1
+        self.last_durable = self.clock()
+
+    def mark_checkpointed(self) -> None:
+        self.checkpointed = self.last_record
+        self.records_since_checkpoint = 0
+        self.last_checkpoint = self.clock()
+
+    def _retry(self, what: str, action: Callable[[], T]) -> T:
+        """Retry a store call with capped exponential backoff; give up (FatalError) after the limit."""
+        deadline = self.clock() + self.cadence.store_retry_seconds
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return action()
+            except StoreUnavailableError as exc:
+                if self.clock() + delay > deadline:
+                    raise FatalError(f"{what}: still failing after {attempt} attempts: {exc}") from exc
+                log.warning(
+                    "store unavailable, backing off",
+                    extra={"shard": self.shard_id, "what": what, "attempt": attempt, "error": str(exc)},
+                )
+                self.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _event_payload(record_data: bytes, decoded: Any, obj: dict[str, Any]) -> bytes:
+    """The rejected event's own JSON (the whole record when it held just this one event)."""
+    if len(decoded.objects) + len(decoded.rejections) == 1:
+        return record_data
+    return orjson.dumps(obj)

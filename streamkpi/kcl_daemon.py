@@ -1,0 +1,123 @@
+"""Running the real KCL MultiLangDaemon (Java) with our record processor as its child executable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+
+from streamkpi.settings import Settings
+
+log = logging.getLogger("streamkpi.kcl")
+
+MULTILANG_MAIN = "software.amazon.kinesis.multilang.MultiLangDaemon"
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says what is missing and how to get it."""
+
+
+def jars_dir() -> Path:
+    try:
+        import amazon_kclpy
+    except ImportError:
+        raise DaemonError("amazon_kclpy is not installed; run `make setup`.") from None
+    path = Path(amazon_kclpy.__file__).parent / "jars"
+    if not path.is_dir() or not any(path.glob("*.jar")):
+        raise DaemonError(f"no KCL jars in {path}; reinstall with `make setup` (requirements-kcl.txt).")
+    return path
+
+
+def processor_command() -> str:
+    """The processor executable for the daemon (it splits this on spaces, so no spaces allowed)."""
+    sibling = Path(sys.executable).parent / "streamkpi-processor"
+    found = str(sibling) if sibling.exists() else shutil.which("streamkpi-processor")
+    if not found:
+        raise DaemonError("the streamkpi-processor executable is not installed; run `make setup`.")
+    if " " in found:
+        raise DaemonError(f"{found}: the KCL daemon cannot run an executable whose path has a space.")
+    return found
+
+
+def default_worker_id(settings: Settings) -> str:
+    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def render_properties(settings: Settings, executable: str, worker_id: str) -> str:
+    props: dict[str, str | int] = {
+        "executableName": executable,
+        "streamName": settings.stream,
+        "applicationName": settings.app_name,
+        "AWSCredentialsProvider": "DefaultAWSCredentialsProviderChain",
+        "processingLanguage": f"python/{sys.version_info.major}.{sys.version_info.minor}",
+        "initialPositionInStream": settings.initial_position,
+        "regionName": settings.region,
+        "workerId": worker_id,
+        "retrievalMode": "POLLING",
+        "metricsLevel": "NONE",
+        "maxRecords": settings.kcl_max_records,
+        "idleTimeBetweenReadsInMillis": settings.kcl_idle_millis,
+        "failoverTimeMillis": settings.kcl_failover_millis,
+        "shutdownGraceMillis": settings.kcl_shutdown_grace_millis,
+        # Empty batches too, so time-based flushes and checkpoints happen while the stream is quiet.
+        "callProcessRecordsEvenForEmptyRecordList": "true",
+    }
+    if settings.endpoint_url:
+        props["kinesisEndpoint"] = settings.endpoint_url
+        props["dynamoDBEndpoint"] = settings.endpoint_url
+    lines = ["# Rendered by `streamkpi consume` from the streamkpi settings."]
+    lines += [f"{key} = {value}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def java_command(settings: Settings, properties_file: Path) -> list[str]:
+    java = shutil.which(settings.java)
+    if not java:
+        raise DaemonError(
+            f"Java not found ({settings.java!r}); install openjdk-17-jre-headless (`make setup`) "
+            "or set STREAMKPI_JAVA to a Java 17 executable."
+        )
+    logback = resources.files("streamkpi").joinpath("logback.xml")
+    return [
+        java,
+        "-cp",
+        f"{jars_dir()}/*",
+        "-Daws.cborEnabled=false",  # moto speaks JSON, not CBOR
+        f"-Dlogback.configurationFile={logback}",
+        MULTILANG_MAIN,
+        "--properties-file",
+        str(properties_file),
+    ]
+
+
+def run_daemon(settings: Settings) -> int:
+    """Run the daemon in the foreground; SIGTERM/SIGINT are passed on for a graceful stop."""
+    state = Path(settings.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    properties_file = state / f"kcl-{settings.app_name}.properties"
+    worker_id = default_worker_id(settings)
+    properties_file.write_text(render_properties(settings, processor_command(), worker_id))
+    command = java_command(settings, properties_file)
+    log.info("starting KCL MultiLangDaemon", extra={"stream": settings.stream, "worker_id": worker_id})
+    # The daemon's stdout is not a protocol channel; keep ours clean by sending it to stderr.
+    process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping KCL daemon gracefully", extra={"signal": signal.Signals(signum).name})
+        process.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("KCL daemon exited", extra={"exit_code": code})
+    return code

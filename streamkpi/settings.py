@@ -1,0 +1,163 @@
+"""Settings: every knob the worker reads, from the environment (and the local stack's env file).
+
+One table, `SETTINGS`, names each variable, its default and what it does; the README's settings table
+is generated from it (`streamkpi settings --markdown`) and a unit test keeps the two equal.
+Precedence: process environment > env file written by `streamkpi local up` > default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which and what to do."""
+
+
+def _spec(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint_url: str | None = _spec("AWS_ENDPOINT_URL", None, "AWS endpoint for every service; unset means real AWS.")
+    region: str = _spec("AWS_REGION", "us-east-1", "AWS region (`AWS_DEFAULT_REGION` is read too).")
+    redis_url: str = _spec("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for hot aggregates and health.")
+    stream: str = _spec("STREAMKPI_STREAM", "streamkpi-events", "Kinesis stream the worker consumes.")
+    app_name: str = _spec("STREAMKPI_APP_NAME", "streamkpi", "KCL application name; also the name of its lease table.")
+    metrics_table: str = _spec("STREAMKPI_METRICS_TABLE", "streamkpi-metrics", "DynamoDB table of aggregates.")
+    dlq_queue: str = _spec("STREAMKPI_DLQ_QUEUE", "streamkpi-dlq", "SQS queue for rejected records.")
+    archive_bucket: str = _spec(
+        "STREAMKPI_ARCHIVE_BUCKET", "streamkpi-archive", "S3 bucket of the raw-event archive (Firehose)."
+    )
+    firehose_stream: str = _spec(
+        "STREAMKPI_FIREHOSE_STREAM", "streamkpi-archive", "Firehose delivery stream into the archive."
+    )
+    config_path: str | None = _spec(
+        "STREAMKPI_CONFIG", None, "TOML file of metrics and routes; unset means the built-in default."
+    )
+    state_dir: str = _spec(
+        "STREAMKPI_STATE_DIR", ".streamkpi", "Local state: env file, pids, logs, redis data, KCL properties."
+    )
+    local_port: int = _spec("STREAMKPI_LOCAL_PORT", 4566, "Port of the local AWS stand-in (moto).")
+    redis_port: int = _spec("STREAMKPI_REDIS_PORT", 6379, "Port of the local redis-server.")
+    shards: int = _spec("STREAMKPI_SHARDS", 2, "Shards of the stream that `local up` creates.")
+    worker_id: str = _spec("STREAMKPI_WORKER_ID", "", "KCL worker id; empty means hostname and pid.")
+    redis_flush_seconds: float = _spec(
+        "STREAMKPI_REDIS_FLUSH_SECONDS", 1.0, "Longest time a changed aggregate waits for Redis."
+    )
+    dynamodb_flush_seconds: float = _spec(
+        "STREAMKPI_DYNAMODB_FLUSH_SECONDS", 5.0, "Longest time a changed aggregate waits for DynamoDB."
+    )
+    checkpoint_seconds: float = _spec(
+        "STREAMKPI_CHECKPOINT_SECONDS", 5.0, "Checkpoint at least this often (after a durable flush)."
+    )
+    checkpoint_records: int = _spec(
+        "STREAMKPI_CHECKPOINT_RECORDS", 50_000, "Checkpoint after this many records (after a durable flush)."
+    )
+    store_retry_seconds: float = _spec(
+        "STREAMKPI_STORE_RETRY_SECONDS", 60.0, "How long an unavailable store is retried before the worker exits."
+    )
+    kcl_idle_millis: int = _spec(
+        "STREAMKPI_KCL_IDLE_MILLIS", 200, "KCL `idleTimeBetweenReadsInMillis` (polling interval)."
+    )
+    kcl_max_records: int = _spec("STREAMKPI_KCL_MAX_RECORDS", 10_000, "KCL `maxRecords` per GetRecords.")
+    kcl_failover_millis: int = _spec(
+        "STREAMKPI_KCL_FAILOVER_MILLIS", 10_000, "KCL `failoverTimeMillis`: lease expiry before another takes it."
+    )
+    kcl_shutdown_grace_millis: int = _spec(
+        "STREAMKPI_KCL_SHUTDOWN_GRACE_MILLIS", 20_000, "KCL `shutdownGraceMillis` for SIGTERM."
+    )
+    initial_position: str = _spec(
+        "STREAMKPI_INITIAL_POSITION", "TRIM_HORIZON", "Where a new lease starts: TRIM_HORIZON or LATEST."
+    )
+    java: str = _spec("STREAMKPI_JAVA", "java", "Java 17 executable for the KCL MultiLangDaemon.")
+    log_level: str = _spec("STREAMKPI_LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr.")
+
+    @property
+    def env_file(self) -> Path:
+        return Path(self.state_dir) / "local.env"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+        """Settings from `environ` (default os.environ) over the env file of the local stack."""
+        env = dict(os.environ if environ is None else environ)
+        state_dir = env.get("STREAMKPI_STATE_DIR", ".streamkpi")
+        path = env_file or Path(state_dir) / "local.env"
+        merged = {**read_env_file(path), **env}
+        if "AWS_REGION" not in merged and "AWS_DEFAULT_REGION" in merged:
+            merged["AWS_REGION"] = merged["AWS_DEFAULT_REGION"]
+        return cls.from_mapping(merged)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            kind: type = type(f.default) if f.default is not None else str
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{name}={raw!r} is not a valid {kind.__name__}; set it to a {kind.__name__} "
+                    f"(default {f.default!r}) or unset it."
+                ) from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.shards < 1:
+            raise SettingsError(f"STREAMKPI_SHARDS={self.shards}: a stream needs at least 1 shard.")
+        if self.initial_position not in ("TRIM_HORIZON", "LATEST"):
+            raise SettingsError(f"STREAMKPI_INITIAL_POSITION={self.initial_position!r}: use TRIM_HORIZON or LATEST.")
+        for name in ("redis_flush_seconds", "dynamodb_flush_seconds", "checkpoint_seconds"):
+            if not getattr(self, name) > 0:  # also refuses NaN, which would never come due
+                env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+                raise SettingsError(f"{env} must be a positive number of seconds.")
+
+    def aws_client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"region_name": self.region}
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        return kwargs
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and # comments ignored. A missing file is empty."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    body = "# Written by `streamkpi local up`; read by every streamkpi command.\n"
+    body += "".join(f"{k}={v}\n" for k, v in values.items())
+    tmp.write_text(body)
+    tmp.replace(path)
+
+
+def settings_table_markdown() -> str:
+    rows = ["| variable | default | what it does |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        default = "(unset)" if f.default in (None, "") else f"`{f.default}`"
+        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)

@@ -1,0 +1,188 @@
+"""The record processor driven through the real amazon_kclpy KCLProcess, with in-memory stores."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from aggregations.memory_store import MemoryStore
+from aggregations.partials import merge_partials
+from consumer.dlq import MemoryDeadLetterQueue
+from consumer.processor import RecordProcessor
+from consumer.worker import Cadence, ShardWorker
+from streamkpi.config import load_config
+from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
+
+ARRIVAL_MS = 1_764_000_000_000
+EAGER = Cadence(redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seconds=0, store_retry_seconds=0)
+LAZY = Cadence(redis_flush_seconds=3600, dynamodb_flush_seconds=3600, checkpoint_seconds=3600, store_retry_seconds=0)
+
+
+class Rig:
+    def __init__(self, cadence: Cadence = EAGER) -> None:
+        self.durable, self.hot, self.dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
+        self.config = load_config(None)
+        self.cadence = cadence
+
+    def factory(self, shard_id: str) -> ShardWorker:
+        return ShardWorker(shard_id, "events", self.config, self.durable, self.hot, self.dlq, self.cadence)
+
+    def start(self) -> FakeDaemon:
+        processor = RecordProcessor(self.factory, sleep=lambda s: None, exit=raising_exit)
+        daemon = FakeDaemon(processor)
+        daemon.initialize()
+        return daemon
+
+    def counts(self, store: MemoryStore, resolution: str = "1m") -> dict[str, int]:
+        total: dict[str, int] = {}
+        for (res, _start, _shard), partial in store.items.items():
+            if res == resolution:
+                for group, value in merge_partials([partial]).get("events", {}).items():
+                    total[group] = total.get(group, 0) + value
+        return total
+
+
+def event(event_type: str = "click", offset_ms: int = 0, **extra: object) -> dict:
+    return {"eventType": event_type, "timestamp": ARRIVAL_MS - 60_000 + offset_ms, **extra}
+
+
+def record(payload: object, seq: int) -> dict:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return kinesis_record(data, seq, ARRIVAL_MS)
+
+
+def test_valid_events_of_every_record_form_are_counted_then_checkpointed() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    ndjson = b"\n".join(orjson.dumps(event("page.view")) for _ in range(3))
+    daemon.records(
+        [
+            record(event("click"), 1),
+            record([event("click"), event("scroll")], 2),
+            record(ndjson, 3),
+            record(gzip.compress(orjson.dumps([event("donation.made", data={"amount": 5})])), 4),
+        ]
+    )
+    assert rig.counts(rig.durable) == {"click": 2, "scroll": 1, "page.view": 3, "donation.made": 1}
+    assert rig.counts(rig.hot) == rig.counts(rig.durable)
+    assert daemon.checkpoints == [("4", 0)]
+    daemon.close()
+
+
+def test_rejected_events_reach_the_dlq_before_the_checkpoint_passes_them() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.records(
+        [
+            record(b"\xff\xfenot utf8", 10),
+            record(b'{"eventType": "click", ', 11),
+            record([event("click"), {"timestamp": ARRIVAL_MS}, 42], 12),
+            record(event("click", offset_ms=3_600_000), 13),  # an hour after arrival: in_future
+        ]
+    )
+    reasons = {(letter.sequence_number, letter.index): letter.reason for letter in rig.dlq.letters}
+    assert reasons == {
+        ("10", 0): "not_utf8",
+        ("11", 0): "not_json",
+        ("12", 1): "missing_field",
+        ("12", 2): "not_object",
+        ("13", 0): "in_future",
+    }
+    by_id = {letter.identity: letter for letter in rig.dlq.letters}
+    assert by_id["shardId-000000000000/10/0/0"].payload == b"\xff\xfenot utf8"
+    assert orjson.loads(by_id["shardId-000000000000/12/0/2"].payload) == 42
+    assert rig.counts(rig.durable) == {"click": 1}
+    assert daemon.checkpoints == [("13", 0)]
+    daemon.close()
+
+
+def test_shutdown_requested_flushes_and_checkpoints_what_is_durable() -> None:
+    rig = Rig(LAZY)
+    daemon = rig.start()
+    daemon.records([record(event(), 5), record(event(), 6)])
+    assert daemon.checkpoints == [] and rig.durable.items == {}
+    daemon.send({"action": "shutdownRequested"})
+    assert rig.counts(rig.durable) == {"click": 2}
+    assert daemon.checkpoints == [("6", 0)]
+    daemon.close()
+
+
+def test_shard_end_checkpoints_shard_end_after_flushing() -> None:
+    rig = Rig(LAZY)
+    daemon = rig.start()
+    daemon.records([record(event(), 7)])
+    daemon.send({"action": "shardEnded"})
+    assert rig.counts(rig.durable) == {"click": 1}
+    assert daemon.checkpoints == [(None, None)]  # no sequence number = SHARD_END
+    daemon.close()
+
+
+def test_throttled_checkpoint_is_retried() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.checkpoint_errors = ["ThrottlingException", "ThrottlingException"]
+    daemon.records([record(event(), 8)])
+    assert daemon.checkpoints == [("8", 0)]
+    daemon.close()
+
+
+def test_lost_lease_on_checkpoint_stops_writing_without_exiting() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.checkpoint_errors = ["ShutdownException"]
+    daemon.records([record(event(), 8)])
+    writes = rig.durable.writes
+    daemon.records([record(event(), 9)])  # a zombie must not write
+    assert rig.durable.writes == writes and daemon.checkpoints == []
+    daemon.send({"action": "leaseLost"})
+    assert daemon.exit_code is None
+    # amazon_kclpy swallows processor exceptions into its error stream: there must be none.
+    assert "Traceback" not in daemon.errors.getvalue()
+    daemon.close()
+
+
+def test_invalid_state_on_checkpoint_exits_non_zero() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.checkpoint_errors = ["InvalidStateException"]
+    with pytest.raises(ProcessorExited):
+        daemon.records([record(event(), 8)])
+    assert daemon.exit_code == 2
+
+
+@pytest.mark.parametrize("outage", ["durable", "hot", "dlq"])
+def test_a_store_outage_exits_without_checkpoint_and_a_restart_loses_nothing(outage: str) -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.records([record(event(), 1), record(b"junk", 2)])
+    assert daemon.checkpoints == [("2", 0)]
+    getattr(rig, outage).available = False
+    with pytest.raises(ProcessorExited):
+        daemon.records([record(event("scroll"), 3), record(b"more junk", 4)])
+    assert daemon.exit_code == 2 and daemon.checkpoints == [("2", 0)]
+    getattr(rig, outage).available = True
+    # KCL restarts the shard from the last checkpoint and delivers 3 and 4 again.
+    restarted = rig.start()
+    restarted.records([record(event("scroll"), 3), record(b"more junk", 4)])
+    assert restarted.checkpoints == [("4", 0)]
+    assert rig.counts(rig.durable) == rig.counts(rig.hot) == {"click": 1, "scroll": 1}
+    assert sorted({letter.identity for letter in rig.dlq.letters}) == [
+        "shardId-000000000000/2/0/0",
+        "shardId-000000000000/4/0/0",
+    ]
+    restarted.close()
+
+
+def test_redelivered_batches_count_once() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    batch = [record([event(), event("scroll")], 20), record(event("page.view"), 21)]
+    daemon.records(batch)
+    restarted = rig.start()  # e.g. after a lease move: same records again
+    restarted.records(batch)
+    assert rig.counts(rig.durable) == {"click": 1, "scroll": 1, "page.view": 1}
+    assert rig.counts(rig.durable, "1d") == {"click": 1, "scroll": 1, "page.view": 1}
+    daemon.close()
+    restarted.close()

@@ -1,0 +1,192 @@
+"""streamkpi/settings.py: environment > env file > default; errors name the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamkpi.settings import Settings, SettingsError, read_env_file, settings_table_markdown, write_env_file
+
+
+def env_names() -> list[str]:
+    return [f.metadata["env"] for f in dataclasses.fields(Settings)]
+
+
+def test_defaults() -> None:
+    s = Settings.from_mapping({})
+    assert s == Settings()
+    assert (s.region, s.stream, s.shards, s.endpoint_url, s.config_path) == (
+        "us-east-1",
+        "streamkpi-events",
+        2,
+        None,
+        None,
+    )
+    assert s.env_file == Path(".streamkpi") / "local.env"
+
+
+def test_env_overrides_with_types() -> None:
+    s = Settings.from_mapping(
+        {
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+            "STREAMKPI_STREAM": "clicks",
+            "STREAMKPI_SHARDS": "4",
+            "STREAMKPI_REDIS_FLUSH_SECONDS": "0.25",
+            "STREAMKPI_CHECKPOINT_RECORDS": "100",
+            "STREAMKPI_INITIAL_POSITION": "LATEST",
+            "STREAMKPI_CONFIG": "/etc/streamkpi.toml",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert s.endpoint_url == "http://127.0.0.1:4566"
+    assert s.stream == "clicks"
+    assert s.shards == 4
+    assert s.redis_flush_seconds == 0.25
+    assert s.checkpoint_records == 100
+    assert s.initial_position == "LATEST"
+    assert s.config_path == "/etc/streamkpi.toml"
+
+
+def test_empty_values_mean_unset() -> None:
+    assert Settings.from_mapping({"STREAMKPI_SHARDS": "", "AWS_REGION": ""}) == Settings()
+
+
+def test_every_field_is_read_from_its_env_name() -> None:
+    for f in dataclasses.fields(Settings):
+        kind = type(f.default) if f.default is not None else str
+        raw = {str: "custom-value", int: "7", float: "7.5"}[kind]
+        if f.name == "initial_position":
+            raw = "LATEST"
+        assert getattr(Settings.from_mapping({f.metadata["env"]: raw}), f.name) == kind(raw), f.name
+
+
+def test_aws_client_kwargs() -> None:
+    assert Settings().aws_client_kwargs() == {"region_name": "us-east-1"}
+    local = Settings.from_mapping({"AWS_ENDPOINT_URL": "http://localhost:4566", "AWS_REGION": "eu-west-1"})
+    assert local.aws_client_kwargs() == {"region_name": "eu-west-1", "endpoint_url": "http://localhost:4566"}
+
+
+# -- load: environment over env file over default ----------------------------------------------------
+
+
+def test_load_precedence(tmp_path: Path) -> None:
+    env_file = tmp_path / "local.env"
+    write_env_file(env_file, {"STREAMKPI_STREAM": "from-file", "STREAMKPI_SHARDS": "3", "REDIS_URL": "redis://file"})
+    s = Settings.load({"STREAMKPI_STREAM": "from-env"}, env_file)
+    assert s.stream == "from-env"  # environment wins
+    assert s.shards == 3  # env file next
+    assert s.redis_url == "redis://file"
+    assert s.app_name == "streamkpi"  # default last
+
+
+def test_load_finds_the_env_file_in_the_state_dir(tmp_path: Path) -> None:
+    write_env_file(tmp_path / "local.env", {"STREAMKPI_DLQ_QUEUE": "dlq-from-file"})
+    s = Settings.load({"STREAMKPI_STATE_DIR": str(tmp_path)})
+    assert s.dlq_queue == "dlq-from-file"
+    assert s.env_file == tmp_path / "local.env"
+
+
+def test_load_without_an_env_file(tmp_path: Path) -> None:
+    assert Settings.load({}, tmp_path / "missing.env") == Settings()
+
+
+def test_aws_default_region_is_a_fallback(tmp_path: Path) -> None:
+    missing = tmp_path / "none.env"
+    assert Settings.load({"AWS_DEFAULT_REGION": "ap-south-1"}, missing).region == "ap-south-1"
+    both = {"AWS_DEFAULT_REGION": "ap-south-1", "AWS_REGION": "eu-central-1"}
+    assert Settings.load(both, missing).region == "eu-central-1"
+
+
+# -- env file format ---------------------------------------------------------------------------------
+
+
+def test_read_env_file_format(tmp_path: Path) -> None:
+    path = tmp_path / "x.env"
+    path.write_text(
+        "# a comment\n\n  STREAMKPI_STREAM = spaced  \nREDIS_URL=redis://h:1/0?a=b\nno equals sign here\n"
+        "  # indented comment\nEMPTY=\n"
+    )
+    assert read_env_file(path) == {"STREAMKPI_STREAM": "spaced", "REDIS_URL": "redis://h:1/0?a=b", "EMPTY": ""}
+
+
+def test_read_env_file_missing_is_empty(tmp_path: Path) -> None:
+    assert read_env_file(tmp_path / "nope.env") == {}
+
+
+def test_write_env_file_creates_directories_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "deeper" / "local.env"
+    write_env_file(path, {"A": "1"})
+    write_env_file(path, {"B": "2"})  # replaces, does not append
+    assert read_env_file(path) == {"B": "2"}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["local.env"]
+    assert path.read_text().startswith("#")
+
+
+env_keys = st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True)
+env_values = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\x1c\x1d\x1e\x85"),
+    max_size=30,
+).map(str.strip)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(env_keys, env_values, max_size=8))
+def test_env_file_round_trip(tmp_path: Path, values: dict[str, str]) -> None:
+    path = tmp_path / "rt" / "local.env"
+    write_env_file(path, values)
+    assert read_env_file(path) == values
+
+
+# -- validation names the variable --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "hint"),
+    [
+        ("STREAMKPI_SHARDS", "two", "int"),
+        ("STREAMKPI_SHARDS", "0", "at least 1 shard"),
+        ("STREAMKPI_SHARDS", "-3", "at least 1 shard"),
+        ("STREAMKPI_LOCAL_PORT", "4566.5", "int"),
+        ("STREAMKPI_REDIS_FLUSH_SECONDS", "soon", "float"),
+        ("STREAMKPI_REDIS_FLUSH_SECONDS", "0", "positive"),
+        ("STREAMKPI_DYNAMODB_FLUSH_SECONDS", "-1", "positive"),
+        ("STREAMKPI_CHECKPOINT_SECONDS", "0", "positive"),
+        ("STREAMKPI_CHECKPOINT_SECONDS", "nan", "positive"),
+        ("STREAMKPI_INITIAL_POSITION", "EARLIEST", "TRIM_HORIZON or LATEST"),
+    ],
+)
+def test_bad_values_name_the_variable(env: str, value: str, hint: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_mapping({env: value})
+    message = str(info.value)
+    assert message.startswith(env), message
+    assert hint in message
+
+
+def test_bad_value_in_the_env_file_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "local.env"
+    write_env_file(path, {"STREAMKPI_KCL_MAX_RECORDS": "lots"})
+    with pytest.raises(SettingsError, match="STREAMKPI_KCL_MAX_RECORDS='lots'"):
+        Settings.load({}, path)
+
+
+# -- the documentation table --------------------------------------------------------------------------
+
+
+def test_settings_table_lists_every_env_name() -> None:
+    table = settings_table_markdown()
+    lines = table.splitlines()
+    assert lines[:2] == ["| variable | default | what it does |", "| --- | --- | --- |"]
+    rows = lines[2:]
+    assert len(rows) == len(dataclasses.fields(Settings))
+    assert [row.split("|")[1].strip() for row in rows] == [f"`{name}`" for name in env_names()]
+    assert len(set(env_names())) == len(env_names())
+    by_name = {row.split("|")[1].strip().strip("`"): row for row in rows}
+    assert "`4566`" in by_name["STREAMKPI_LOCAL_PORT"]
+    assert "(unset)" in by_name["AWS_ENDPOINT_URL"]
+    assert "(unset)" in by_name["STREAMKPI_WORKER_ID"]
+    assert all(row.count("|") == 4 and row.split("|")[3].strip() for row in rows)
