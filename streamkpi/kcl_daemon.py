@@ -17,6 +17,7 @@ from streamkpi.settings import Settings
 
 log = logging.getLogger("streamkpi.kcl")
 
+JVM_SIGNAL_EXIT_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 MULTILANG_MAIN = "software.amazon.kinesis.multilang.MultiLangDaemon"
 
 
@@ -109,7 +110,11 @@ def run_daemon(settings: Settings) -> int:
     # The daemon's stdout is not a protocol channel; keep ours clean by sending it to stderr.
     process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr)
 
+    stopping = False
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         log.info("stopping KCL daemon gracefully", extra={"signal": signal.Signals(signum).name})
         process.send_signal(signal.SIGTERM)
 
@@ -119,5 +124,9 @@ def run_daemon(settings: Settings) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stopping and code in JVM_SIGNAL_EXIT_CODES:
+        # The JVM exits 128+signal after its shutdown hook (the KCL's graceful shutdown) has run.
+        log.info("KCL daemon stopped gracefully", extra={"exit_code": code})
+        return 0
     log.info("KCL daemon exited", extra={"exit_code": code})
     return code

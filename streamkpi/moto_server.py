@@ -11,14 +11,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
-def build_app() -> DomainDispatcherApplication:
-    return DomainDispatcherApplication(create_backend_app)
+def build_app() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    moto = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        # hypercorn's WSGI wrapper sends the response head with the first body chunk, so a response
+        # with no chunks at all (moto's HEAD answers) would fail; moto's bodies are in memory anyway.
+        result = moto(environ, start_response)
+        try:
+            chunks = list(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return chunks or [b""]
+
+    return app
 
 
 def hypercorn_config(host: str, port: int) -> Config:

@@ -1,0 +1,240 @@
+"""`streamkpi generate`: put the generator's records into a stream at their event-time pace.
+
+PutRecords batches (at most 500 records and 5 MiB per call); entries Kinesis refuses (throttling and
+the like) are retried alone with exponential backoff, and every acknowledged entry's shard and sequence
+number goes into the truth file, so the expected counts and DLQ ids refer to what really is in the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from streamkpi.generator import EventGenerator, PlannedRecord, Truth, event_count
+
+log = logging.getLogger("streamkpi.generate")
+
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 5 * 1024 * 1024  # data and partition keys of all entries together
+# Records wait at most this long for company in a batch before the sender sleeps past them.
+LINGER_MS = 100
+PROGRESS_EVERY_MS = 5_000
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 5.0
+DEFAULT_MAX_ATTEMPTS = 10
+# Whole-call errors worth another try; anything else (no such stream, no access) will not get better.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "InternalServerError",
+    }
+)
+
+
+class GenerateError(RuntimeError):
+    """Sending failed for good; the message says what to do."""
+
+
+@dataclass
+class GenerateStats:
+    records: int = 0
+    events: int = 0
+    valid: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+    retries: int = 0  # entries sent again after a failed attempt
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "events": self.events,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "retries": self.retries,
+        }
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _entry_bytes(record: PlannedRecord) -> int:
+    return len(record.data) + len(record.partition_key.encode())
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Delay before retry number `attempt` (1, 2, ...): 0.1 s doubling up to 5 s."""
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+
+
+class _Sender:
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        truth: Truth,
+        stats: GenerateStats,
+        sleep: Callable[[float], None],
+        max_attempts: int,
+    ) -> None:
+        self.client, self.stream, self.truth, self.stats = client, stream, truth, stats
+        self.sleep, self.max_attempts = sleep, max_attempts
+
+    def send(self, batch: list[PlannedRecord]) -> None:
+        """Put every record of the batch exactly once, or raise GenerateError."""
+        pending = batch
+        attempt = 1
+        while True:
+            failed, error = self._attempt(pending)
+            if not failed:
+                return
+            if attempt >= self.max_attempts:
+                raise GenerateError(
+                    f"{len(failed)} records still refused after {attempt} attempts (last error: {error}); "
+                    f"the stream {self.stream!r} is overloaded: lower --rate or add shards."
+                )
+            delay = backoff_seconds(attempt)
+            log.warning(
+                "put_records: retrying refused entries",
+                extra={"failed": len(failed), "of": len(pending), "error": error, "attempt": attempt, "delay_s": delay},
+            )
+            self.stats.retries += len(failed)
+            self.sleep(delay)
+            pending, attempt = failed, attempt + 1
+
+    def _attempt(self, pending: list[PlannedRecord]) -> tuple[list[PlannedRecord], str]:
+        entries = [{"Data": record.data, "PartitionKey": record.partition_key} for record in pending]
+        try:
+            response = self.client.put_records(StreamName=self.stream, Records=entries)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in RETRYABLE_CODES:
+                raise GenerateError(
+                    f"put_records to stream {self.stream!r} failed: {code or exc}. "
+                    "Check that the stream exists (is the local stack up?) and that the credentials may write to it."
+                ) from exc
+            return pending, code
+        results = response["Records"]
+        if len(results) != len(pending):
+            raise GenerateError(f"put_records answered {len(results)} entries for {len(pending)} records")
+        failed: list[PlannedRecord] = []
+        error = ""
+        for record, result in zip(pending, results, strict=True):
+            if result.get("ErrorCode"):
+                failed.append(record)
+                error = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
+                continue
+            self.truth.add(record, result["ShardId"], result["SequenceNumber"])
+            self._count(record)
+        return failed, error
+
+    def _count(self, record: PlannedRecord) -> None:
+        self.stats.records += 1
+        self.stats.events += len(record.events)
+        invalid = sum(1 for event in record.events if event.reason is not None)
+        self.stats.invalid += invalid
+        self.stats.valid += len(record.events) - invalid
+
+
+def write_truth(path: Path, truth: Truth) -> None:
+    """Write atomically: readers see the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(orjson.dumps(truth.to_dict(), option=orjson.OPT_INDENT_2))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run_generate(
+    kinesis_client: Any,
+    stream: str,
+    *,
+    rate: float,
+    duration: float,
+    invalid_fraction: float = 0.0,
+    seed: int | None = None,
+    truth_path: Path | str | None = None,
+    start_ms: int | None = None,
+    now_ms: Callable[[], int] = _wall_ms,
+    sleep: Callable[[float], None] = time.sleep,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> GenerateStats:
+    """Send `duration` seconds of events at `rate` events/s; event i is sent when its event time comes.
+
+    Pacing is relative: event i is due `i / rate` seconds (by `now_ms`) after the call started, whatever
+    `start_ms` (the event time of event 0, default now) says. The truth file is written even when sending
+    stops early: it holds exactly the records Kinesis acknowledged.
+    """
+    began = now_ms()
+    first_ms = began if start_ms is None else start_ms
+    generator = EventGenerator(seed, first_ms, rate, invalid_fraction)
+    total = event_count(rate, duration)
+    truth = Truth(generator.seed, first_ms)
+    stats = GenerateStats()
+    sender = _Sender(kinesis_client, stream, truth, stats, sleep, max_attempts)
+    log.info(
+        "generate: start",
+        extra={"stream": stream, "rate": rate, "duration_s": duration, "events": total, "seed": generator.seed},
+    )
+    batch: list[PlannedRecord] = []
+    batch_bytes = 0
+    batch_due = 0  # when the oldest record in the batch was due
+    next_progress = began + PROGRESS_EVERY_MS
+
+    def flush() -> None:
+        nonlocal batch, batch_bytes, next_progress
+        if batch:
+            sender.send(batch)
+            batch, batch_bytes = [], 0
+        if now_ms() >= next_progress:
+            next_progress += PROGRESS_EVERY_MS
+            log.info("generate: progress", extra={**stats.as_dict(), "of_events": total})
+
+    try:
+        for record in generator.records(total):
+            due = began + (record.send_ms - first_ms)
+            wait = due - now_ms()
+            # Before sleeping, send what would otherwise wait longer than LINGER_MS.
+            if wait > 0 and batch and due - batch_due > LINGER_MS:
+                flush()
+                wait = due - now_ms()
+            if wait > 0:
+                sleep(wait / 1000)
+            size = _entry_bytes(record)
+            if batch and (len(batch) >= MAX_BATCH_RECORDS or batch_bytes + size > MAX_BATCH_BYTES):
+                flush()
+            if not batch:
+                batch_due = due
+            batch.append(record)
+            batch_bytes += size
+        flush()
+    finally:
+        stats.seconds = max(0, now_ms() - began) / 1000
+        if truth_path is not None:
+            write_truth(Path(truth_path), truth)
+    log.info("generate: done", extra=stats.as_dict())
+    return stats
