@@ -3,21 +3,24 @@
 # environment (.venv) with the pinned dependencies, and amazon_kclpy with the KCL 2.5.8 jars
 # (pinned by sha256). Called by `make setup`, `make demo`, `make test` and the Dockerfile.
 #
-#   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser]
+#   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis]
+#
+# --no-redis: the worker image needs no redis-server (it talks to a Redis elsewhere).
 #
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-want_system=1 want_python=1 want_dev=0 want_browser=0
+want_system=1 want_python=1 want_dev=0 want_browser=0 want_redis=1
 for arg in "$@"; do
   case "$arg" in
     --system-only) want_python=0 ;;
     --python-only) want_system=0 ;;
     --dev) want_dev=1 ;;
     --browser) want_browser=1 ;;
-    *) echo "setup: unknown option $arg (use --system-only, --python-only, --dev, --browser)" >&2; exit 2 ;;
+    --no-redis) want_redis=0 ;;
+    *) echo "setup: unknown option $arg (use --system-only, --python-only, --dev, --browser, --no-redis)" >&2; exit 2 ;;
   esac
 done
 
@@ -38,6 +41,7 @@ install_debian() {
   fi
   command -v apt-get >/dev/null 2>&1 || die "missing: $* and no apt-get here; install them with your package manager."
   say "installing Debian packages: $*"
+  mkdir -p /usr/share/man/man1  # slim images lack it and the JRE's post-install script needs it
   if [ ! -f /var/lib/apt/periodic/streamkpi-updated ] || [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; then
     apt-get update -qq || die "apt-get update failed; check the network access to the Debian mirror."
     mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/streamkpi-updated
@@ -49,13 +53,13 @@ install_debian() {
 if [ "$want_system" = 1 ]; then
   missing=()
   java_ok || missing+=(openjdk-17-jre-headless)
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "$want_redis" = 1 ]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
   if [ "$want_browser" = 1 ]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then install_debian "${missing[@]}"; fi
   java_ok || die "Java 17+ is still not on PATH after installing openjdk-17-jre-headless."
-  command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH."
+  if [ "$want_redis" = 1 ]; then command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH."; fi
 fi
 
 if [ "$want_python" = 1 ]; then

@@ -144,22 +144,42 @@ def generate(
     import time
 
     from streamkpi.app import Services
-    from streamkpi.producer import run_generate
+    from streamkpi.producer import GenerateError, run_generate
 
     settings = _settings()
     start_ms = parse_time_ms(start, "--start") if start else None
-    stats = run_generate(
-        Services(settings).client("kinesis"),
-        stream or settings.stream,
-        rate=rate,
-        duration=duration,
-        invalid_fraction=invalid_fraction,
-        seed=seed,
-        truth_path=truth,
-        start_ms=start_ms,
-        now_ms=lambda: int(time.time() * 1000),
-    )
-    typer.echo(orjson.dumps(stats.as_dict() if hasattr(stats, "as_dict") else vars(stats)).decode())
+    try:
+        stats = run_generate(
+            Services(settings).client("kinesis"),
+            stream or settings.stream,
+            rate=rate,
+            duration=duration,
+            invalid_fraction=invalid_fraction,
+            seed=seed,
+            truth_path=truth,
+            start_ms=start_ms,
+            now_ms=lambda: int(time.time() * 1000),
+        )
+    except GenerateError as exc:
+        fail(str(exc), 1)
+    typer.echo(orjson.dumps(stats.as_dict()).decode())
+
+
+@app.command("demo")
+def demo(
+    rate: Annotated[float, typer.Option(help="Events per second of demo traffic.", min=0.1)] = 50.0,
+    invalid_fraction: Annotated[float, typer.Option(help="Fraction of invalid events.", min=0, max=1)] = 0.02,
+) -> None:
+    """Local stack + steady traffic + the worker, until Ctrl-C (which stops everything it started)."""
+    from streamkpi import local_stack
+    from streamkpi.demo import run_demo
+
+    settings = _settings()
+    try:
+        code = run_demo(settings, rate, invalid_fraction, typer.echo)
+    except local_stack.LocalStackError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 # -- the worker -----------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""`streamkpi demo`: the local stack, steady traffic, the worker (and the dashboard), until Ctrl-C.
+
+Each part runs as its own process in its own session, so Ctrl-C reaches only the demo, which then
+stops the parts in order (traffic, worker gracefully, then the stack if the demo started it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from streamkpi import local_stack
+from streamkpi.settings import Settings
+
+WORKER_GRACE_SECONDS = 60.0
+
+
+@dataclass
+class Part:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    rate: float
+    invalid_fraction: float
+    say: Callable[[str], None]
+    parts: list[Part] = field(default_factory=list)
+    started_stack: bool = False
+
+    def _spawn(self, name: str, args: list[str]) -> Part:
+        log = Path(self.settings.state_dir) / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        executable = str(Path(sys.executable).parent / "streamkpi")
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [executable, *args], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        part = Part(name, process, log)
+        self.parts.append(part)
+        return part
+
+    def start(self) -> None:
+        self.started_stack = not all(row.alive for row in local_stack.status(self.settings))
+        env = local_stack.up(self.settings)
+        # Children read the env file; make sure this process's view agrees with it too.
+        os.environ.update(env)
+        worker = self._spawn("worker", ["consume"])
+        traffic = self._spawn(
+            "traffic",
+            ["generate", "--rate", str(self.rate), "--duration", "31536000",
+             "--invalid-fraction", str(self.invalid_fraction)],
+        )  # fmt: skip
+        state = Path(self.settings.state_dir)
+        self.say("streamkpi demo is running:")
+        for row in local_stack.status(self.settings):
+            self.say(f"  {row.name:<9} pid={row.pid:<8} {row.address}")
+        self.say(f"  worker    pid={worker.process.pid:<8} logs: {worker.log}")
+        self.say(f"  traffic   pid={traffic.process.pid:<8} {self.rate:g} events/s, logs: {traffic.log}")
+        self.say("Look at the numbers (counts appear within about 30 seconds):")
+        self.say("  .venv/bin/streamkpi query --metric events --from now-5m")
+        self.say("  .venv/bin/streamkpi query --metric donation_amount --store redis --from now-5m")
+        self.say(f"State, logs and settings are under {state}/. Press Ctrl-C to stop everything.")
+
+    def watch(self, stop_requested: Callable[[], bool]) -> int:
+        """Wait for Ctrl-C; a part that dies on its own ends the demo with an error."""
+        while not stop_requested():
+            for part in self.parts:
+                code = part.process.poll()
+                if code is not None:
+                    self.say(f"{part.name} exited with {code}; see {part.log}")
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):  # traffic first, then the worker
+            if part.process.poll() is None:
+                part.process.send_signal(signal.SIGTERM)
+                try:
+                    part.process.wait(WORKER_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    os.killpg(part.process.pid, signal.SIGKILL)
+                    part.process.wait()
+            self.say(f"stopped {part.name} (exit {part.process.returncode})")
+        if self.started_stack:
+            for name in local_stack.down(self.settings):
+                self.say(f"stopped {name}")
+
+
+def run_demo(settings: Settings, rate: float, invalid_fraction: float, say: Callable[[str], None]) -> int:
+    stopping = False
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    demo = Demo(settings, rate, invalid_fraction, say)
+    try:
+        demo.start()
+        code = demo.watch(lambda: stopping)
+        if stopping:
+            say("stopping ...")
+    finally:
+        demo.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
