@@ -1,14 +1,20 @@
 """Dead-letter queue: every rejected record or event, with its payload and a stable reason.
 
-The message body is JSON (see `dlq_message`); SQS gets batches of 10 with failed entries retried.
+The message body is JSON (see `dlq_message`). SQS takes at most 256 KiB per message and per batch
+(bodies and attributes together): a payload whose message would be larger goes to S3 at a key made
+from the letter's identity (a retry overwrites it, never duplicates it) and the message points to it
+(`payload` null, `payloadS3` set). Batches hold at most 10 entries and 256 KiB; failed entries are
+retried. `letter_payload` gets a payload back from either place.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,6 +24,12 @@ import orjson
 from aggregations.store import StoreUnavailableError
 
 log = logging.getLogger("streamkpi.dlq")
+
+SQS_MAX_BYTES = 262_144  # 256 KiB: one message, and one batch (bodies + attributes of all entries)
+SQS_MAX_BATCH_ENTRIES = 10
+# A body above this goes to S3 instead: leaves room for the attributes under SQS_MAX_BYTES.
+MAX_INLINE_BODY_BYTES = 250_000
+DEFAULT_S3_PREFIX = "dlq/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +52,9 @@ class DeadLetter:
         return f"{self.shard_id}/{self.sequence_number}/{self.sub_sequence_number}/{self.index}"
 
 
-def dlq_message(letter: DeadLetter) -> dict[str, Any]:
-    return {
+def dlq_message(letter: DeadLetter, payload_s3: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The message body; with `payload_s3` the payload is in S3 and `payload` is null."""
+    message: dict[str, Any] = {
         "id": letter.identity,
         "reason": letter.reason,
         "detail": letter.detail[:1000],
@@ -54,8 +67,86 @@ def dlq_message(letter: DeadLetter) -> dict[str, Any]:
         "approximateArrivalTimestamp": datetime.fromtimestamp(letter.arrival_ms / 1000, UTC).isoformat(
             timespec="milliseconds"
         ),
-        "payload": base64.b64encode(letter.payload).decode(),
+        "payload": None if payload_s3 is not None else base64.b64encode(letter.payload).decode(),
     }
+    if payload_s3 is not None:
+        message["payloadS3"] = dict(payload_s3)
+    return message
+
+
+def encode_body(message: Mapping[str, Any]) -> str:
+    """JSON text SQS accepts: it refuses U+FFFE, U+FFFF and lone surrogates, so those are escaped."""
+    try:
+        text = orjson.dumps(message).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate (orjson refuses them): plain ASCII JSON instead
+        return json.dumps(message, ensure_ascii=True, separators=(",", ":"))
+    # orjson escapes the C0 controls SQS refuses, but writes these two as they are.
+    return text.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
+def s3_key(letter: DeadLetter, prefix: str = DEFAULT_S3_PREFIX) -> str:
+    """Where a large payload goes: one key per identity, so a retry overwrites rather than duplicates."""
+    return (
+        f"{prefix}{letter.stream}/{letter.shard_id}/"
+        f"{letter.sequence_number}-{letter.sub_sequence_number}-{letter.index}"
+    )
+
+
+def entry_bytes(entry: Mapping[str, Any]) -> int:
+    """What an SQS batch entry counts against the 256 KiB limit: body plus attribute names, types, values."""
+    size = len(entry["MessageBody"].encode())
+    for name, attribute in entry.get("MessageAttributes", {}).items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(attribute.get("StringValue", "").encode()) + len(attribute.get("BinaryValue", b""))
+    return size
+
+
+def plan_batches(sizes: Sequence[int], max_entries: int, max_bytes: int) -> list[list[int]]:
+    """Split items (by index, in order) into batches of at most `max_entries` and `max_bytes` each.
+
+    An item larger than `max_bytes` on its own gets a batch of its own (the caller keeps items smaller).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for index, size in enumerate(sizes):
+        if current and (len(current) >= max_entries or current_bytes + size > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(index)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+class PayloadUnavailableError(Exception):
+    """A DLQ message's payload cannot be had: malformed inline payload, or the S3 object is gone."""
+
+
+def letter_payload(body: Mapping[str, Any], s3_client: Any | None) -> bytes:
+    """The raw payload of a DLQ message body: inline (base64) or from S3 (`payloadS3`)."""
+    inline = body.get("payload")
+    if isinstance(inline, str):
+        try:
+            return base64.b64decode(inline, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise PayloadUnavailableError(f"inline payload is not base64: {exc}") from None
+    pointer = body.get("payloadS3")
+    if not isinstance(pointer, Mapping) or not pointer.get("bucket") or not pointer.get("key"):
+        raise PayloadUnavailableError("the message has neither an inline payload nor a payloadS3 pointer")
+    if s3_client is None:
+        raise PayloadUnavailableError(f"payload is in s3://{pointer['bucket']}/{pointer['key']} but no S3 client")
+    try:
+        data: bytes = s3_client.get_object(Bucket=pointer["bucket"], Key=pointer["key"])["Body"].read()
+    except Exception as exc:  # botocore ClientError (NoSuchKey, AccessDenied) / connection errors
+        raise PayloadUnavailableError(f"cannot read s3://{pointer['bucket']}/{pointer['key']}: {exc}") from None
+    expected = pointer.get("bytes")
+    if isinstance(expected, int) and expected != len(data):
+        raise PayloadUnavailableError(
+            f"s3://{pointer['bucket']}/{pointer['key']} holds {len(data)} bytes, the message says {expected}"
+        )
+    return data
 
 
 class DeadLetterSink(Protocol):
@@ -78,27 +169,44 @@ class MemoryDeadLetterQueue:
 
 
 class SqsDeadLetterQueue:
-    """SQS backend. FIFO queues get the identity as deduplication id and the shard as group."""
+    """SQS backend, large payloads in S3. FIFO queues get the identity as deduplication id, the shard as group."""
 
     def __init__(
-        self, sqs_client: Any, queue_url: str, sleep: Callable[[float], None] = time.sleep, attempts: int = 5
+        self,
+        sqs_client: Any,
+        queue_url: str,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 5,
+        *,
+        s3_client: Any | None = None,
+        bucket: str | None = None,
+        s3_prefix: str = DEFAULT_S3_PREFIX,
+        max_inline_body_bytes: int = MAX_INLINE_BODY_BYTES,
+        max_batch_bytes: int = SQS_MAX_BYTES,
     ) -> None:
         self.sqs = sqs_client
         self.queue_url = queue_url
         self.fifo = queue_url.endswith(".fifo")
         self.sleep = sleep
         self.attempts = attempts
+        self.s3 = s3_client
+        self.bucket = bucket
+        self.s3_prefix = s3_prefix
+        self.max_inline_body_bytes = max_inline_body_bytes
+        self.max_batch_bytes = max_batch_bytes
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
-        for start in range(0, len(letters), 10):
-            self._send_batch(letters[start : start + 10])
+        # Large payloads are in S3 before any message points to them.
+        entries = [self._entry(str(i), letter) for i, letter in enumerate(letters)]
+        sizes = [entry_bytes(entry) for entry in entries]
+        for batch in plan_batches(sizes, SQS_MAX_BATCH_ENTRIES, self.max_batch_bytes):
+            self._send_batch([entries[i] for i in batch])
 
-    def _send_batch(self, batch: Sequence[DeadLetter]) -> None:
-        pending = {str(i): letter for i, letter in enumerate(batch)}
+    def _send_batch(self, entries: Sequence[dict[str, Any]]) -> None:
+        pending = {entry["Id"]: entry for entry in entries}
         for attempt in range(self.attempts):
-            entries = [self._entry(i, letter) for i, letter in pending.items()]
             try:
-                reply = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                reply = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=list(pending.values()))
             except Exception as exc:  # botocore ClientError / connection errors
                 log.warning("dlq send failed", extra={"error": str(exc), "attempt": attempt + 1})
             else:
@@ -106,16 +214,46 @@ class SqsDeadLetterQueue:
                     pending.pop(ok["Id"], None)
                 if not pending:
                     return
-            self.sleep(min(0.1 * 2**attempt, 2.0))
+                failed = reply.get("Failed", [])
+                log.warning(
+                    "dlq entries refused",
+                    extra={"refused": len(pending), "codes": sorted({f.get("Code", "") for f in failed})},
+                )
+            if attempt + 1 < self.attempts:
+                self.sleep(min(0.1 * 2**attempt, 2.0))
         raise StoreUnavailableError(f"SQS refused {len(pending)} DLQ messages after {self.attempts} attempts")
 
     def _entry(self, entry_id: str, letter: DeadLetter) -> dict[str, Any]:
+        body = encode_body(dlq_message(letter))
+        if len(body.encode()) > self.max_inline_body_bytes:
+            body = encode_body(dlq_message(letter, self._store_payload(letter)))
         entry: dict[str, Any] = {
             "Id": entry_id,
-            "MessageBody": orjson.dumps(dlq_message(letter)).decode(),
+            "MessageBody": body,
             "MessageAttributes": {"reason": {"DataType": "String", "StringValue": letter.reason}},
         }
         if self.fifo:
             entry["MessageDeduplicationId"] = letter.identity.replace("/", "-")[-128:]
             entry["MessageGroupId"] = letter.shard_id
         return entry
+
+    def _store_payload(self, letter: DeadLetter) -> dict[str, Any]:
+        if self.s3 is None or not self.bucket:
+            raise StoreUnavailableError(
+                f"a DLQ payload of {len(letter.payload)} bytes is too large for SQS and no S3 bucket is configured"
+            )
+        key = s3_key(letter, self.s3_prefix)
+        for attempt in range(self.attempts):
+            try:
+                self.s3.put_object(
+                    Bucket=self.bucket, Key=key, Body=letter.payload, ContentType="application/octet-stream"
+                )
+            except Exception as exc:  # botocore ClientError / connection errors
+                log.warning("dlq payload upload failed", extra={"error": str(exc), "attempt": attempt + 1, "key": key})
+                if attempt + 1 < self.attempts:
+                    self.sleep(min(0.1 * 2**attempt, 2.0))
+                continue
+            return {"bucket": self.bucket, "key": key, "bytes": len(letter.payload)}
+        raise StoreUnavailableError(
+            f"S3 refused the DLQ payload s3://{self.bucket}/{key} after {self.attempts} attempts"
+        )

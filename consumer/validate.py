@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from typing import Any
 
 from consumer.reasons import Reason
@@ -43,8 +44,14 @@ class Rules:
     future_skew_ms: int = 5 * 60_000
     strict_types: bool = False
     known_types: frozenset[str] = frozenset()
+    # Glob patterns (routes, metrics) that also make a type known under strict_types.
+    known_patterns: tuple[str, ...] = ()
     # eventType -> compiled validator that raises on failure (fastjsonschema)
     schemas: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+
+def _known(event_type: str, rules: Rules) -> bool:
+    return event_type in rules.known_types or any(fnmatchcase(event_type, p) for p in rules.known_patterns)
 
 
 class TimestampError(ValueError):
@@ -100,6 +107,6 @@ def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> V
             schema(event)
         except Exception as exc:  # fastjsonschema.JsonSchemaException and friends
             return Invalid(Reason.SCHEMA, str(exc))
-    elif rules.strict_types and event_type not in rules.known_types:
+    elif rules.strict_types and not _known(event_type, rules):
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
     return Valid(event_type, event_ms)

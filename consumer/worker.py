@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,8 +17,11 @@ import orjson
 
 from aggregations.partials import Position, ShardAggregates
 from aggregations.store import AggregateStore, StoreUnavailableError
-from consumer.decode import decode_record
+from consumer.decode import Decoded, decode_record
 from consumer.dlq import DeadLetter, DeadLetterSink
+from consumer.health import HealthSink, RateMeter
+from consumer.reasons import Reason
+from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, EventSink, Forward
 from consumer.validate import Invalid, Rules, validate_event
 from streamkpi.config import AppConfig
 
@@ -65,6 +68,8 @@ class Stats:
     hot_flushes: int = 0
     dynamodb_writes: int = 0
     redis_writes: int = 0
+    dead_letters_sent: int = 0
+    forwarded: int = 0
     last: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,6 +85,10 @@ class ShardWorker:
         cadence: Cadence = Cadence(),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        sinks: Mapping[str, EventSink] | None = None,
+        health: HealthSink | None = None,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.shard_id = shard_id
         self.stream = stream
@@ -91,6 +100,19 @@ class ShardWorker:
         self.clock = clock
         self.sleep = sleep
         self.aggregates = ShardAggregates(shard_id, config.metric_set, config.resolutions)
+        # No sinks given (unit tests): nothing is forwarded. Otherwise every routed sink must exist.
+        self.sinks = dict(sinks or {})
+        self.router = config.router
+        if sinks is not None:
+            missing = {name for r in config.routes for name in r.sinks} - set(self.sinks)
+            if missing:
+                raise ValueError(f"routes name sinks that were not built: {sorted(missing)}")
+        self.pending_forwards: dict[str, list[Forward]] = {}
+        self.health = health
+        self.wall_ms = wall_ms
+        self.rate = RateMeter()
+        self.last_batch_ms: int | None = None
+        self.last_checkpoint_ms: int | None = None
         self.pending_letters: list[DeadLetter] = []
         self.stats = Stats()
         self.last_record: tuple[str, int] | None = None  # (sequenceNumber, subSequenceNumber)
@@ -102,8 +124,8 @@ class ShardWorker:
     # -- processing ---------------------------------------------------------------------------------
 
     def process(self, records: Sequence[InRecord]) -> None:
-        """Fold a batch into memory; dead letters are buffered until the next durable flush."""
-        valid: list[tuple[dict[str, Any], str, int, Position]] = []
+        """Fold a batch into memory; dead letters and forwards are buffered until the next durable flush."""
+        valid: list[tuple[dict[str, Any], str, int, Position, InRecord, bytes | None]] = []
         for record in records:
             seq = int(record.sequence_number)
             decoded = decode_record(record.data)
@@ -115,15 +137,30 @@ class ShardWorker:
                     payload = _event_payload(record.data, decoded, obj)
                     self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
                     continue
-                valid.append((obj, verdict.event_type, verdict.event_ms, (seq, record.sub_sequence_number, index)))
+                forward = None
+                if self.sinks and self.router.sinks_for(verdict.event_type):
+                    forward = _forward_payload(record.data, decoded, obj)
+                    if len(forward) + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                        detail = f"event of {len(forward)} bytes is larger than a forward sink accepts"
+                        self._dead_letter(record, index, Reason.TOO_LARGE, detail, forward)
+                        continue
+                position = (seq, record.sub_sequence_number, index)
+                valid.append((obj, verdict.event_type, verdict.event_ms, position, record, forward))
             self.last_record = (record.sequence_number, record.sub_sequence_number)
         self._load_missing(valid)
-        for obj, event_type, event_ms, position in valid:
+        for obj, event_type, event_ms, position, record, forward in valid:
             if not self.aggregates.add(obj, event_type, event_ms, position):
+                # Already in DynamoDB, so already forwarded too (sinks flush before DynamoDB): skip both.
                 self.stats.duplicates += 1
+                continue
+            if forward is not None:
+                for name in self.router.sinks_for(event_type):
+                    self.pending_forwards.setdefault(name, []).append(Forward(record.partition_key, forward))
         self.stats.records += len(records)
         self.stats.events += len(valid)
         self.records_since_checkpoint += len(records)
+        self.rate.add(self.clock(), len(valid))
+        self.last_batch_ms = self.wall_ms()
 
     def _dead_letter(self, record: InRecord, index: int, reason: str, detail: str, payload: bytes) -> None:
         self.stats.rejected += 1
@@ -142,8 +179,8 @@ class ShardWorker:
             )
         )
 
-    def _load_missing(self, valid: list[tuple[dict[str, Any], str, int, Position]]) -> None:
-        keys = {k for _, _, event_ms, _ in valid for k in self.aggregates.keys_for(event_ms)}
+    def _load_missing(self, valid: Sequence[tuple[Any, str, int, Position, InRecord, bytes | None]]) -> None:
+        keys = {k for _, _, event_ms, *_ in valid for k in self.aggregates.keys_for(event_ms)}
         missing = self.aggregates.missing(keys)
         if not missing:
             return
@@ -177,13 +214,39 @@ class ShardWorker:
             self.stats.redis_writes += len(dirty) - len(stale)
         self.stats.hot_flushes += 1
         self.last_hot = self.clock()
+        self.report_health()
+
+    def health_fields(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard_id,
+            "lastBatchMs": self.last_batch_ms,
+            "millisBehindLatest": self.stats.last.get("millis_behind_latest"),
+            "eventsPerSecond": self.rate.rate(self.clock()),
+            "lastCheckpointSequence": self.checkpointed[0] if self.checkpointed else None,
+            "lastCheckpointMs": self.last_checkpoint_ms,
+            "dlqCount": self.stats.dead_letters_sent,
+            "records": self.stats.records,
+            "events": self.stats.events,
+            "forwarded": self.stats.forwarded,
+            "reportedMs": self.wall_ms(),
+        }
+
+    def report_health(self) -> None:
+        if self.health is not None:
+            self.health.report(self.shard_id, self.health_fields())
 
     def flush_durable(self) -> None:
         """Make every effect of the records seen so far durable: DLQ, DynamoDB, then Redis."""
         if self.pending_letters:
             letters = self.pending_letters
             self._retry("send dead letters", lambda: self.dead_letters.send(letters))
+            self.stats.dead_letters_sent += len(letters)
             self.pending_letters = []
+        for name, forwards in list(self.pending_forwards.items()):
+            sink = self.sinks[name]
+            self._retry(f"forward to sink {name}", lambda: sink.send(forwards))  # noqa: B023 - called at once
+            self.stats.forwarded += len(forwards)
+            del self.pending_forwards[name]
         dirty = self.aggregates.dirty("dynamodb")
         if dirty:
             stale = self._retry("write partials to DynamoDB", lambda: self.durable.write(dirty))
@@ -203,6 +266,8 @@ class ShardWorker:
         self.checkpointed = self.last_record
         self.records_since_checkpoint = 0
         self.last_checkpoint = self.clock()
+        self.last_checkpoint_ms = self.wall_ms()
+        self.report_health()
 
     def _retry(self, what: str, action: Callable[[], T]) -> T:
         """Retry a store call with capped exponential backoff; give up (FatalError) after the limit."""
@@ -224,8 +289,25 @@ class ShardWorker:
                 delay = min(delay * 2, 5.0)
 
 
-def _event_payload(record_data: bytes, decoded: Any, obj: dict[str, Any]) -> bytes:
-    """The rejected event's own JSON (the whole record when it held just this one event)."""
+def _event_payload(record_data: bytes, decoded: Decoded, obj: dict[str, Any]) -> bytes:
+    """A rejected event's raw bytes: the whole record when it held just this event, else its JSON."""
     if len(decoded.objects) + len(decoded.rejections) == 1:
         return record_data
-    return orjson.dumps(obj)
+    return _json(obj, record_data)
+
+
+def _forward_payload(record_data: bytes, decoded: Decoded, obj: dict[str, Any]) -> bytes:
+    """A valid event as one JSON line: the record's own bytes when it is exactly that object on one line."""
+    if len(decoded.objects) + len(decoded.rejections) == 1:
+        raw = record_data.strip()
+        if raw[:1] == b"{" and b"\n" not in raw and b"\r" not in raw:
+            return raw
+    return _json(obj, record_data)
+
+
+def _json(obj: dict[str, Any], record_data: bytes) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        # Nesting deeper than orjson writes (it reads deeper): keep the whole record so nothing is lost.
+        return record_data

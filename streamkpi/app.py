@@ -13,6 +13,8 @@ import redis
 from aggregations.dynamodb_store import DynamoDBStore, make_model
 from aggregations.redis_store import RedisStore
 from consumer.dlq import SqsDeadLetterQueue
+from consumer.health import RedisHealth
+from consumer.sinks import EventSink, FirehoseSink, KinesisStreamSink
 from consumer.worker import Cadence, ShardWorker
 from streamkpi import logs
 from streamkpi.config import AppConfig, load_config
@@ -52,6 +54,8 @@ class Services:
         return load_config(self.settings.config_path)
 
     def client(self, service: str) -> Any:
+        if service == "kinesis":
+            return boto3.client(service, **self.settings.kinesis_client_kwargs())
         return boto3.client(service, **self.settings.aws_client_kwargs())
 
     @cached_property
@@ -71,7 +75,23 @@ class Services:
     def dead_letters(self) -> SqsDeadLetterQueue:
         sqs = self.client("sqs")
         url = sqs.get_queue_url(QueueName=self.settings.dlq_queue)["QueueUrl"]
-        return SqsDeadLetterQueue(sqs, url)
+        return SqsDeadLetterQueue(sqs, url, s3_client=self.client("s3"), bucket=self.settings.archive_bucket)
+
+    @cached_property
+    def sinks(self) -> dict[str, EventSink]:
+        """The forward sinks the config defines; Firehose sinks default to the settings' delivery stream."""
+        built: dict[str, EventSink] = {}
+        for sink in self.config.sinks:
+            if sink.type == "firehose":
+                target = sink.target or self.settings.firehose_stream
+                built[sink.name] = FirehoseSink(sink.name, self.client("firehose"), target)
+            else:
+                built[sink.name] = KinesisStreamSink(sink.name, self.client("kinesis"), str(sink.target))
+        return built
+
+    @cached_property
+    def health(self) -> RedisHealth:
+        return RedisHealth(self.redis, self.settings.stream)
 
     def cadence(self) -> Cadence:
         s = self.settings
@@ -87,14 +107,18 @@ class Services:
 def build_worker_factory(settings: Settings) -> Any:
     services = Services(settings)
     # Build everything now, so a bad config or an unreachable queue fails at start, not mid-batch.
-    config, durable, hot, dlq = (
+    config, durable, hot, dlq, sinks, health = (
         services.config,
         services.dynamodb_store,
         services.redis_store,
         services.dead_letters,
+        services.sinks,
+        services.health,
     )
 
     def factory(shard_id: str) -> ShardWorker:
-        return ShardWorker(shard_id, settings.stream, config, durable, hot, dlq, services.cadence())
+        return ShardWorker(
+            shard_id, settings.stream, config, durable, hot, dlq, services.cadence(), sinks=sinks, health=health
+        )
 
     return factory

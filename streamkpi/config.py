@@ -1,4 +1,5 @@
-"""The configuration file (TOML): windows, validation rules and metric definitions.
+"""The configuration file (TOML): windows, validation rules, per-type JSON Schemas, metric definitions,
+forward sinks and the routing table from event types to metrics and sinks.
 
 Parsed and checked once at start; every problem is reported with its place in the file and the fix.
 """
@@ -6,10 +7,14 @@ Parsed and checked once at start; every problem is reported with its place in th
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import fastjsonschema
+import orjson
 
 from aggregations.metrics import AGGREGATORS, BUILTIN_EVENTS_METRIC, MetricDef, MetricSet
 from aggregations.windows import Resolution, parse_duration_ms
@@ -20,12 +25,58 @@ class ConfigError(ValueError):
     """The configuration file has a mistake; the message names where and what to write instead."""
 
 
+SINK_TYPES = ("firehose", "kinesis")
+
+
+@dataclass(frozen=True)
+class SinkDef:
+    """A forward sink. `target` is the delivery stream / stream name; None means the settings' default."""
+
+    name: str
+    type: str
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    types: tuple[str, ...]  # exact names or globs such as "donation.*"
+    metrics: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ()
+
+
+class Router:
+    """Which sinks an event type goes to; cached per type because this is the hot path."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def sinks_for(self, event_type: str) -> tuple[str, ...]:
+        found = self._cache.get(event_type)
+        if found is None:
+            names: dict[str, None] = {}  # ordered, unique
+            for route in self.routes:
+                if any(fnmatchcase(event_type, pattern) for pattern in route.types):
+                    names.update(dict.fromkeys(route.sinks))
+            found = tuple(names)
+            if len(self._cache) < 100_000:
+                self._cache[event_type] = found
+        return found
+
+
 @dataclass(frozen=True)
 class AppConfig:
     resolutions: tuple[Resolution, ...]
     metrics: tuple[MetricDef, ...]
     rules: Rules
     source: str
+    sinks: tuple[SinkDef, ...] = ()
+    routes: tuple[Route, ...] = ()
+    schemas: dict[str, Any] = field(default_factory=dict)  # eventType -> JSON Schema (as written)
+
+    @property
+    def router(self) -> Router:
+        return Router(self.routes)
 
     @property
     def metric_set(self) -> MetricSet:
@@ -57,13 +108,121 @@ def parse_config(text: str, source: str) -> AppConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"resolutions", "validation", "metrics", "schemas", "routes"}
+    sections = {"resolutions", "validation", "metrics", "schemas", "sinks", "routes"}
+    unknown = set(doc) - sections
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; expected resolutions, validation, metrics")
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(sorted(sections))}")
     resolutions = _resolutions(doc.get("resolutions"), source)
-    metrics = (BUILTIN_EVENTS_METRIC, *_metrics(doc.get("metrics", {}), source))
+    sinks = _sinks(doc.get("sinks", {}), source)
+    metric_defs = _metrics(doc.get("metrics", {}), source)
+    routes = _routes(doc.get("routes", []), {s.name for s in sinks}, {m.name for m in metric_defs}, source)
+    metric_defs = _with_routed_types(metric_defs, routes)
+    metrics = (BUILTIN_EVENTS_METRIC, *metric_defs)
+    schemas = _schemas(doc.get("schemas", {}), source)
     rules = _rules(doc.get("validation", {}), resolutions, source)
-    return AppConfig(resolutions, metrics, rules, source)
+    # A catch-all "*" names no type in particular: it does not make every type known.
+    known_patterns = ({p for r in routes for p in r.types} | {p for m in metric_defs for p in m.types}) - {"*"}
+    rules = Rules(
+        max_age_ms=rules.max_age_ms,
+        future_skew_ms=rules.future_skew_ms,
+        strict_types=rules.strict_types,
+        known_types=frozenset(schemas),
+        known_patterns=tuple(sorted(known_patterns)),
+        schemas={t: _compile(t, schema, source) for t, schema in schemas.items()},
+    )
+    return AppConfig(resolutions, metrics, rules, source, sinks, routes, schemas)
+
+
+def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [sinks] must be a table of [sinks.<name>] tables")
+    out = []
+    for name, spec in table.items():
+        where = f"{source}: sinks.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: must be a table with type = {' or '.join(map(repr, SINK_TYPES))}")
+        unknown = set(spec) - {"type", "delivery_stream", "stream"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: type, delivery_stream, stream")
+        kind = spec.get("type")
+        if kind not in SINK_TYPES:
+            raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
+        key = "delivery_stream" if kind == "firehose" else "stream"
+        target = spec.get(key)
+        if target is not None and (not isinstance(target, str) or not target):
+            raise ConfigError(f"{where}.{key}: must be a non-empty name")
+        if kind == "kinesis" and target is None:
+            raise ConfigError(f'{where}: a kinesis sink needs stream = "<stream name>"')
+        out.append(SinkDef(name, kind, target))
+    return tuple(out)
+
+
+def _routes(items: Any, sinks: set[str], metrics: set[str], source: str) -> tuple[Route, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: [[routes]] must be a list of tables")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{source}: routes[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: must be a table with types and sinks and/or metrics")
+        unknown = set(item) - {"types", "metrics", "sinks"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: types, metrics, sinks")
+        values = {}
+        for key in ("types", "metrics", "sinks"):
+            value = item.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{where}.{key}: must be a list of non-empty strings")
+            values[key] = tuple(value)
+        if not values["types"]:
+            raise ConfigError(f'{where}.types: name at least one event type or pattern such as "donation.*"')
+        for key, known in (("sinks", sinks), ("metrics", metrics)):
+            missing = set(values[key]) - known
+            if missing:
+                raise ConfigError(f"{where}.{key}: {sorted(missing)} not defined; defined: {sorted(known)}")
+        out.append(Route(values["types"], values["metrics"], values["sinks"]))
+    return tuple(out)
+
+
+def _with_routed_types(metrics: list[MetricDef], routes: tuple[Route, ...]) -> list[MetricDef]:
+    """A route that names a metric feeds it the route's types, in addition to the metric's own `types`;
+    a metric with neither counts every type."""
+    import dataclasses
+
+    out = []
+    for metric in metrics:
+        routed = [p for r in routes if metric.name in r.metrics for p in r.types]
+        types = tuple(dict.fromkeys((*metric.types, *routed))) or ("*",)
+        out.append(dataclasses.replace(metric, types=types))
+    return out
+
+
+def _schemas(table: Any, source: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f'{source}: [schemas] must be a table of [schemas."<eventType>"] JSON Schemas')
+    out = {}
+    base = Path(source).parent if Path(source).exists() else Path.cwd()
+    for event_type, schema in table.items():
+        where = f'{source}: schemas."{event_type}"'
+        if not isinstance(schema, dict):
+            raise ConfigError(f'{where}: must be a table (a JSON Schema) or {{ file = "schema.json" }}')
+        if set(schema) == {"file"}:
+            path = base / str(schema["file"])
+            try:
+                schema = orjson.loads(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(f"{where}.file: cannot read {path}: {exc.strerror}") from None
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{where}.file: {path} is not JSON: {exc}") from None
+        out[event_type] = schema
+    return out
+
+
+def _compile(event_type: str, schema: Any, source: str) -> Any:
+    try:
+        return fastjsonschema.compile(schema)
+    except fastjsonschema.JsonSchemaDefinitionException as exc:
+        raise ConfigError(f'{source}: schemas."{event_type}" is not a valid JSON Schema: {exc}') from None
 
 
 def _duration(value: Any, where: str) -> int:
@@ -130,7 +289,7 @@ def _metrics(table: Any, source: str) -> list[MetricDef]:
         if AGGREGATORS[agg].needs_field and not field:
             raise ConfigError(f'{where}: agg = {agg!r} needs field = "dotted.path" of a number')
         by = spec.get("by", [])
-        types = spec.get("types", ["*"])
+        types = spec.get("types", [])  # none given: routes decide, else every type (see _with_routed_types)
         for key, value in (("by", by), ("types", types)):
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{where}.{key}: must be a list of non-empty strings")

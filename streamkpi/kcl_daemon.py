@@ -70,8 +70,10 @@ def render_properties(settings: Settings, executable: str, worker_id: str) -> st
         # Empty batches too, so time-based flushes and checkpoints happen while the stream is quiet.
         "callProcessRecordsEvenForEmptyRecordList": "true",
     }
+    kinesis_endpoint = settings.kinesis_endpoint_url or settings.endpoint_url
+    if kinesis_endpoint:
+        props["kinesisEndpoint"] = kinesis_endpoint
     if settings.endpoint_url:
-        props["kinesisEndpoint"] = settings.endpoint_url
         props["dynamoDBEndpoint"] = settings.endpoint_url
     lines = ["# Rendered by `streamkpi consume` from the streamkpi settings."]
     lines += [f"{key} = {value}" for key, value in props.items()]

@@ -25,6 +25,11 @@ def _spec(env: str, default: Any, doc: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     endpoint_url: str | None = _spec("AWS_ENDPOINT_URL", None, "AWS endpoint for every service; unset means real AWS.")
+    kinesis_endpoint_url: str | None = _spec(
+        "STREAMKPI_KINESIS_ENDPOINT_URL",
+        None,
+        "Kinesis endpoint when it differs from AWS_ENDPOINT_URL (e.g. a Kinesis emulator).",
+    )
     region: str = _spec("AWS_REGION", "us-east-1", "AWS region (`AWS_DEFAULT_REGION` is read too).")
     redis_url: str = _spec("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for hot aggregates and health.")
     stream: str = _spec("STREAMKPI_STREAM", "streamkpi-events", "Kinesis stream the worker consumes.")
@@ -127,6 +132,13 @@ class Settings:
         kwargs: dict[str, Any] = {"region_name": self.region}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
+        return kwargs
+
+    def kinesis_client_kwargs(self) -> dict[str, Any]:
+        """`aws_client_kwargs()` for Kinesis: its own endpoint when STREAMKPI_KINESIS_ENDPOINT_URL is set."""
+        kwargs = self.aws_client_kwargs()
+        if self.kinesis_endpoint_url:
+            kwargs["endpoint_url"] = self.kinesis_endpoint_url
         return kwargs
 
 

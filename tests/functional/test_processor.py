@@ -10,7 +10,9 @@ import pytest
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
 from consumer.dlq import MemoryDeadLetterQueue
+from consumer.health import MemoryHealth
 from consumer.processor import RecordProcessor
+from consumer.sinks import MemorySink
 from consumer.worker import Cadence, ShardWorker
 from streamkpi.config import load_config
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
@@ -23,11 +25,15 @@ LAZY = Cadence(redis_flush_seconds=3600, dynamodb_flush_seconds=3600, checkpoint
 class Rig:
     def __init__(self, cadence: Cadence = EAGER) -> None:
         self.durable, self.hot, self.dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
+        self.sink, self.health = MemorySink("archive"), MemoryHealth()
         self.config = load_config(None)
         self.cadence = cadence
 
     def factory(self, shard_id: str) -> ShardWorker:
-        return ShardWorker(shard_id, "events", self.config, self.durable, self.hot, self.dlq, self.cadence)
+        return ShardWorker(
+            shard_id, "events", self.config, self.durable, self.hot, self.dlq, self.cadence,
+            sinks={"archive": self.sink}, health=self.health, wall_ms=lambda: ARRIVAL_MS + 1000,
+        )  # fmt: skip
 
     def start(self) -> FakeDaemon:
         processor = RecordProcessor(self.factory, sleep=lambda s: None, exit=raising_exit)
@@ -62,7 +68,12 @@ def test_valid_events_of_every_record_form_are_counted_then_checkpointed() -> No
             record(event("click"), 1),
             record([event("click"), event("scroll")], 2),
             record(ndjson, 3),
-            record(gzip.compress(orjson.dumps([event("donation.made", data={"amount": 5})])), 4),
+            record(
+                gzip.compress(
+                    orjson.dumps([event("donation.made", data={"amount": 5, "currency": "GBP", "charityId": "c1"})])
+                ),
+                4,
+            ),
         ]
     )
     assert rig.counts(rig.durable) == {"click": 2, "scroll": 1, "page.view": 3, "donation.made": 1}
@@ -152,7 +163,7 @@ def test_invalid_state_on_checkpoint_exits_non_zero() -> None:
     assert daemon.exit_code == 2
 
 
-@pytest.mark.parametrize("outage", ["durable", "hot", "dlq"])
+@pytest.mark.parametrize("outage", ["durable", "hot", "dlq", "sink"])
 def test_a_store_outage_exits_without_checkpoint_and_a_restart_loses_nothing(outage: str) -> None:
     rig = Rig()
     daemon = rig.start()
@@ -186,3 +197,48 @@ def test_redelivered_batches_count_once() -> None:
     assert rig.counts(rig.durable, "1d") == {"click": 1, "scroll": 1, "page.view": 1}
     daemon.close()
     restarted.close()
+
+
+def test_valid_events_are_forwarded_to_the_archive_before_the_checkpoint_and_only_once() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    single = orjson.dumps(event("click", userId="u1"))
+    pretty = orjson.dumps(event("search"), option=orjson.OPT_INDENT_2)
+    daemon.records(
+        [record(single, 1), record([event("scroll"), 7, event("page.view")], 2), record(b"junk", 3), record(pretty, 4)]
+    )
+    assert daemon.checkpoints == [("4", 0)]
+    forwarded = [orjson.loads(f.data) for f in rig.sink.events]
+    assert [e["eventType"] for e in forwarded] == ["click", "scroll", "page.view", "search"]
+    assert all(b"\n" not in f.data for f in rig.sink.events)  # the archive is NDJSON
+    assert rig.sink.events[0].data == single  # a single-object record is forwarded byte for byte
+    restarted = rig.start()  # redelivery after a crash: already durable, so not forwarded again
+    restarted.records([record(single, 1)])
+    assert len(rig.sink.events) == 4
+    daemon.close()
+    restarted.close()
+
+
+def test_an_event_too_large_for_a_sink_goes_to_the_dlq_and_is_not_counted() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    huge = orjson.dumps(event("click", blob="x" * 1_100_000))
+    daemon.records([record(gzip.compress(huge), 1)])
+    assert [(letter.reason, letter.identity) for letter in rig.dlq.letters] == [
+        ("too_large", "shardId-000000000000/1/0/0")
+    ]
+    assert rig.counts(rig.durable) == {} and rig.sink.events == []
+    assert daemon.checkpoints == [("1", 0)]
+    daemon.close()
+
+
+def test_health_is_reported_per_shard_after_flushes_and_checkpoints() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    daemon.records([record(event(), 1), record(b"junk", 2)], millis_behind=1234)
+    health = rig.health.shards["shardId-000000000000"]
+    assert health["millisBehindLatest"] == 1234
+    assert health["lastCheckpointSequence"] == "2" and health["lastCheckpointMs"] == ARRIVAL_MS + 1000
+    assert health["dlqCount"] == 1 and health["events"] == 1 and health["records"] == 2
+    assert health["eventsPerSecond"] > 0 and health["lastBatchMs"] == ARRIVAL_MS + 1000
+    daemon.close()

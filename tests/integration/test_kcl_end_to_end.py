@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from consumer.health import RedisHealth
 from tests.integration.conftest import STREAMKPI, Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,6 +56,24 @@ def checkpoints(stack: Stack) -> dict[str, str]:
     return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in items}
 
 
+def event_types(counts: dict[str, dict[str, int]]) -> set[str]:
+    return {t for window in counts.values() for t in window}
+
+
+def archived_event_types(stack: Stack) -> dict[str, int]:
+    s3 = stack.client("s3")
+    found: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.settings.archive_bucket):
+        for obj in page.get("Contents", []):
+            if obj["Key"].startswith("dlq/"):
+                continue
+            body = s3.get_object(Bucket=stack.settings.archive_bucket, Key=obj["Key"])["Body"].read()
+            for line in body.splitlines():
+                event_type = json.loads(line)["eventType"]
+                found[event_type] = found.get(event_type, 0) + 1
+    return found
+
+
 def dlq_ids(stack: Stack) -> dict[str, str]:
     sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
@@ -93,6 +113,15 @@ def test_two_thousand_events_over_two_shards_are_counted_exactly(
 
     # Every invalid event reached the DLQ, once each identity, with the generator's reason.
     assert dlq_ids(s) == {entry["id"]: entry["reason"] for entry in truth["invalid"]}
+
+    # Every valid event was archived through Firehose as one NDJSON line (no crash: exactly once).
+    assert archived_event_types(s) == {t: sum(w.get(t, 0) for w in expected.values()) for t in event_types(expected)}
+
+    # Health per shard in Redis, for operators and the dashboard.
+    health = RedisHealth(redis.Redis.from_url(s.settings.redis_url), s.settings.stream).read()
+    assert sorted(health) == sorted(last)
+    for shard, fields in health.items():
+        assert fields["lastCheckpointSequence"] == last[shard] and int(fields["lastCheckpointMs"]) > 0
 
     assert worker.stop() == 0
     logs = [line for line in worker.logs().splitlines() if line.strip()]

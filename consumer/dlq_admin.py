@@ -1,0 +1,521 @@
+"""Operating the dead-letter queue: count by reason, peek, and redrive letters that now validate.
+
+Pure helpers (message parsing, counting, previews, the redrive verdict, put batching) under a thin
+I/O shell over boto3 clients. Reading never deletes: messages are received with a visibility
+timeout, each counted once by MessageId, and made visible again (visibility 0) afterwards. A
+redriven message is deleted only after Kinesis acknowledged its payload; a message that still fails
+stays in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer.decode import decode_record
+from consumer.dlq import PayloadUnavailableError, letter_payload, plan_batches
+from consumer.validate import Invalid, Rules, validate_event
+
+log = logging.getLogger("streamkpi.dlq_admin")
+
+# Reasons a message is kept that are not validation reason codes.
+UNREADABLE = "unreadable"  # the body is not a DLQ message (not JSON, or no id)
+PAYLOAD_UNAVAILABLE = "payload_unavailable"  # the payload cannot be had (bad base64, S3 object gone)
+NO_EVENTS = "no_events"  # the payload decodes to no event at all (e.g. `[]`)
+TOO_LARGE_FOR_STREAM = "too_large_for_stream"  # more than a Kinesis record holds
+PUT_FAILED = "put_failed"  # Kinesis refused the record every time
+
+KINESIS_MAX_RECORD_BYTES = 1_048_576  # data + partition key of one record
+KINESIS_MAX_BATCH_RECORDS = 500
+KINESIS_MAX_BATCH_BYTES = 5 * 1_048_576
+PREVIEW_CHARS = 120
+SQS_BATCH = 10
+NOT_FOUND_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class DlqAdminError(Exception):
+    """Something is wrong that the operator must fix; the message says what and how."""
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """One received SQS message of the DLQ."""
+
+    message_id: str
+    receipt_handle: str
+    body: Mapping[str, Any] | None  # None: not a DLQ message
+    raw_body: str
+    receive_count: int = 0
+
+    @property
+    def reason(self) -> str:
+        reason = self.body.get("reason") if self.body is not None else None
+        return reason if isinstance(reason, str) and reason else UNREADABLE
+
+    @property
+    def letter_id(self) -> str:
+        return str(self.body.get("id", "")) if self.body is not None else ""
+
+    @property
+    def partition_key(self) -> str:
+        key = self.body.get("partitionKey") if self.body is not None else None
+        return key if isinstance(key, str) else ""
+
+
+def parse_message(message: Mapping[str, Any]) -> QueuedMessage:
+    """An SQS `receive_message` entry as a QueuedMessage (a body that is not a DLQ message is kept raw)."""
+    raw = message.get("Body", "")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or not body.get("id"):
+        body = None
+    try:
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))
+    except ValueError:
+        count = 0
+    return QueuedMessage(message["MessageId"], message["ReceiptHandle"], body, raw, count)
+
+
+def count_by_reason(messages: Sequence[QueuedMessage]) -> dict[str, int]:
+    """Messages per reason, most frequent first (ties by name)."""
+    counts = Counter(m.reason for m in messages)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def preview(payload: bytes, chars: int = PREVIEW_CHARS) -> str:
+    """The start of a payload as text: UTF-8 with replacement characters, cut to `chars` characters."""
+    text = payload[: chars * 4].decode("utf-8", "replace")
+    return text[:chars] + "…" if len(text) > chars or len(payload) > chars * 4 else text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+    events: int = 0
+
+
+def judge(payload: bytes, partition_key: str, now_ms: int, rules: Rules) -> Verdict:
+    """Would this payload now be counted? Only if it decodes to events that all validate (arrival = now)."""
+    if not partition_key:
+        return Verdict(False, UNREADABLE, "the message has no partition key")
+    if len(payload) + len(partition_key.encode()) > KINESIS_MAX_RECORD_BYTES:
+        return Verdict(False, TOO_LARGE_FOR_STREAM, f"{len(payload)} bytes is more than one Kinesis record holds")
+    decoded = decode_record(payload)
+    if decoded.rejections:
+        rejection = decoded.rejections[0]
+        return Verdict(False, str(rejection.reason), rejection.detail)
+    if not decoded.objects:
+        return Verdict(False, NO_EVENTS, "the payload holds no events")
+    for index, obj in decoded.objects:
+        verdict = validate_event(obj, now_ms, rules)
+        if isinstance(verdict, Invalid):
+            return Verdict(False, str(verdict.reason), f"event {index}: {verdict.detail}")
+    return Verdict(True, events=len(decoded.objects))
+
+
+def peek_row(message: QueuedMessage, payload: bytes | None, payload_error: str = "") -> dict[str, Any]:
+    """What `peek` shows of one message."""
+    body = message.body or {}
+    pointer = body.get("payloadS3")
+    return {
+        "messageId": message.message_id,
+        "id": message.letter_id,
+        "reason": message.reason,
+        "detail": body.get("detail", "") if message.body is not None else "body is not a DLQ message",
+        "partitionKey": message.partition_key,
+        "arrival": body.get("approximateArrivalTimestamp", ""),
+        "receiveCount": message.receive_count,
+        "payloadBytes": None if payload is None else len(payload),
+        "preview": preview(payload) if payload is not None else payload_error or preview(message.raw_body.encode()),
+        "payloadS3": pointer if isinstance(pointer, Mapping) else None,
+    }
+
+
+# -- the I/O shell --------------------------------------------------------------------------------
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def resolve_queue(sqs: Any, name: str) -> str:
+    """The queue's URL, or a DlqAdminError that says what to do."""
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except ClientError as exc:
+        if _error_code(exc) in NOT_FOUND_CODES:
+            raise DlqAdminError(
+                f"the DLQ queue {name!r} does not exist; is the stack up? `streamkpi local up` creates it "
+                "(or set STREAMKPI_DLQ_QUEUE to the queue's name)."
+            ) from None
+        raise DlqAdminError(f"cannot look up the DLQ queue {name!r}: {exc}; check the AWS credentials.") from None
+    except BotoCoreError as exc:
+        raise DlqAdminError(
+            f"cannot reach SQS ({exc}); is the stack up? `streamkpi local status`, then `streamkpi local up`."
+        ) from None
+
+
+def approximate_counts(sqs: Any, url: str) -> dict[str, int]:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return {
+        "visible": int(attributes.get(names[0], 0)),
+        "inFlight": int(attributes.get(names[1], 0)),
+        "delayed": int(attributes.get(names[2], 0)),
+    }
+
+
+class Scanner:
+    """Receives every visible message once (by MessageId) and keeps it invisible until released.
+
+    The scan ends at the first empty receive (with long polling SQS asks every server), or after
+    `max_idle_rounds` receives in a row that only returned messages already seen (their visibility
+    timeout ran out: `incomplete` is set, a longer timeout is needed).
+    """
+
+    def __init__(
+        self, sqs: Any, url: str, visibility_timeout: int = 60, wait_seconds: int = 1, max_idle_rounds: int = 3
+    ) -> None:
+        self.sqs, self.url = sqs, url
+        self.visibility_timeout, self.wait_seconds, self.max_idle_rounds = (
+            visibility_timeout,
+            wait_seconds,
+            max_idle_rounds,
+        )
+        self.seen: dict[str, QueuedMessage] = {}  # MessageId -> latest receipt
+        self.incomplete = False
+
+    def batches(self, limit: int | None = None) -> Iterator[list[QueuedMessage]]:
+        """Newly seen messages, one list per receive, until the queue has no more (or `limit` are seen)."""
+        idle = 0
+        while limit is None or len(self.seen) < limit:
+            want = 10 if limit is None else max(1, min(10, limit - len(self.seen)))
+            reply = self.sqs.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=want,
+                VisibilityTimeout=self.visibility_timeout,
+                WaitTimeSeconds=self.wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageAttributeNames=["All"],
+            )
+            received = [parse_message(m) for m in reply.get("Messages", [])]
+            if not received:
+                return
+            new = [m for m in received if m.message_id not in self.seen]
+            for m in received:
+                self.seen[m.message_id] = m
+            if new:
+                idle = 0
+                yield new
+                continue
+            idle += 1
+            if idle >= self.max_idle_rounds:
+                self.incomplete = True
+                log.warning("dlq scan: only messages already seen come back", extra={"seen": len(self.seen)})
+                return
+
+    def release(self, message_ids: Sequence[str]) -> int:
+        """Make these messages visible again now; returns how many SQS refused (they reappear later anyway)."""
+        failed = 0
+        ids = list(message_ids)
+        for start in range(0, len(ids), SQS_BATCH):
+            chunk = [self.seen[i] for i in ids[start : start + SQS_BATCH]]
+            entries = [
+                {"Id": str(n), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0} for n, m in enumerate(chunk)
+            ]
+            try:
+                reply = self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("dlq: cannot make messages visible again", extra={"error": str(exc)})
+                failed += len(chunk)
+                continue
+            failed += len(reply.get("Failed", []))
+        return failed
+
+    def delete(self, message_ids: Sequence[str], attempts: int = 3, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Delete these messages (failed entries retried); returns how many could not be deleted."""
+        failed_total = 0
+        ids = list(message_ids)
+        for start in range(0, len(ids), SQS_BATCH):
+            pending = {str(n): self.seen[i] for n, i in enumerate(ids[start : start + SQS_BATCH])}
+            for attempt in range(attempts):
+                entries = [{"Id": n, "ReceiptHandle": m.receipt_handle} for n, m in pending.items()]
+                try:
+                    reply = self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries)
+                except (ClientError, BotoCoreError) as exc:
+                    log.warning("dlq: delete failed", extra={"error": str(exc), "attempt": attempt + 1})
+                else:
+                    for ok in reply.get("Successful", []):
+                        pending.pop(ok["Id"], None)
+                if not pending:
+                    break
+                if attempt + 1 < attempts:
+                    sleep(min(0.1 * 2**attempt, 2.0))
+            failed_total += len(pending)
+        return failed_total
+
+
+@dataclass
+class StatsResult:
+    queue_url: str
+    total: int
+    by_reason: dict[str, int]
+    approximate: dict[str, int]
+    incomplete: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue_url,
+            "total": self.total,
+            "byReason": self.by_reason,
+            "approximate": self.approximate,
+            "complete": not self.incomplete,
+        }
+
+
+def stats(sqs: Any, url: str, visibility_timeout: int = 60, wait_seconds: int = 1) -> StatsResult:
+    """Count every message by reason without deleting any."""
+    approximate = approximate_counts(sqs, url)  # before the scan puts everything in flight
+    scanner = Scanner(sqs, url, visibility_timeout, wait_seconds)
+    try:
+        for _ in scanner.batches():
+            pass
+    finally:
+        scanner.release(list(scanner.seen))
+    messages = list(scanner.seen.values())
+    incomplete = scanner.incomplete or len(messages) < approximate["visible"]
+    return StatsResult(url, len(messages), count_by_reason(messages), approximate, incomplete)
+
+
+def peek(
+    sqs: Any, s3: Any, url: str, n: int, visibility_timeout: int = 60, wait_seconds: int = 1
+) -> list[dict[str, Any]]:
+    """Up to `n` messages with their payload previews; none is deleted."""
+    scanner = Scanner(sqs, url, visibility_timeout, wait_seconds)
+    shown: list[QueuedMessage] = []
+    try:
+        for batch in scanner.batches(limit=n):
+            shown.extend(batch)
+    finally:
+        scanner.release(list(scanner.seen))
+    rows = []
+    for message in shown[:n]:
+        payload, error = None, ""
+        if message.body is not None:
+            try:
+                payload = letter_payload(message.body, s3)
+            except PayloadUnavailableError as exc:
+                error = f"<payload unavailable: {exc}>"
+        rows.append(peek_row(message, payload, error))
+    return rows
+
+
+@dataclass
+class RedriveResult:
+    stream: str
+    dry_run: bool
+    redriven: int = 0  # letters put back into the stream (dry run: would be)
+    deleted: int = 0  # messages deleted after their letter was acknowledged (duplicates included)
+    duplicates: int = 0  # further messages with the id of a letter redriven in this run
+    kept: dict[str, int] = field(default_factory=dict)  # reason -> messages left in the queue
+    not_deleted: int = 0  # redriven, but the delete failed: they will be redriven again next time
+    incomplete: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "dryRun": self.dry_run,
+            "redriven": self.redriven,
+            "deleted": self.deleted,
+            "duplicates": self.duplicates,
+            "kept": sum(self.kept.values()),
+            "keptByReason": dict(sorted(self.kept.items(), key=lambda item: (-item[1], item[0]))),
+            "notDeleted": self.not_deleted,
+            "complete": not self.incomplete,
+        }
+
+
+@dataclass
+class _Item:
+    """One letter to put back: its payload, partition key and every message that carries it."""
+
+    letter_id: str
+    payload: bytes
+    partition_key: str
+    message_ids: list[str]
+
+
+class _Redrive:
+    def __init__(
+        self,
+        s3: Any,
+        kinesis: Any,
+        stream: str,
+        rules: Rules,
+        now_ms: Callable[[], int],
+        dry_run: bool,
+        scanner: Scanner,
+        sleep: Callable[[float], None],
+        attempts: int,
+    ) -> None:
+        self.s3, self.kinesis, self.stream, self.rules = s3, kinesis, stream, rules
+        self.now_ms, self.dry_run, self.scanner, self.sleep, self.attempts = now_ms, dry_run, scanner, sleep, attempts
+        self.result = RedriveResult(stream, dry_run)
+        self.kept: list[str] = []  # message ids to release at the end
+        self.pending: dict[str, _Item] = {}  # letter id -> item waiting for the next put
+        self.done: set[str] = set()  # letter ids acknowledged by Kinesis in this run
+
+    def run(self) -> RedriveResult:
+        try:
+            for batch in self.scanner.batches():
+                for message in batch:
+                    self._consider(message)
+                if not self.dry_run and (
+                    len(self.pending) >= KINESIS_MAX_BATCH_RECORDS
+                    or sum(len(i.payload) for i in self.pending.values()) >= KINESIS_MAX_BATCH_BYTES
+                ):
+                    self._flush()
+            if not self.dry_run:
+                self._flush()
+        finally:
+            # Whatever was not deleted becomes visible again: kept letters, and on an error everything else.
+            self.kept += [mid for item in self.pending.values() for mid in item.message_ids]
+            if self.dry_run:
+                self.result.redriven = len(self.pending)
+            self.scanner.release(self.kept)
+        self.result.incomplete = self.scanner.incomplete
+        return self.result
+
+    def _keep(self, message: QueuedMessage, reason: str) -> None:
+        self.kept.append(message.message_id)
+        self.result.kept[reason] = self.result.kept.get(reason, 0) + 1
+
+    def _consider(self, message: QueuedMessage) -> None:
+        if message.body is None:
+            self._keep(message, UNREADABLE)
+            return
+        letter_id = message.letter_id
+        if letter_id in self.done:  # a duplicate of a letter already back in the stream
+            self.result.duplicates += 1
+            self._delete([message.message_id])
+            return
+        if letter_id in self.pending:
+            self.result.duplicates += 1
+            self.pending[letter_id].message_ids.append(message.message_id)
+            return
+        try:
+            payload = letter_payload(message.body, self.s3)
+        except PayloadUnavailableError as exc:
+            log.warning("dlq redrive: payload unavailable", extra={"id": letter_id, "error": str(exc)})
+            self._keep(message, PAYLOAD_UNAVAILABLE)
+            return
+        verdict = judge(payload, message.partition_key, self.now_ms(), self.rules)
+        if not verdict.ok:
+            self._keep(message, verdict.reason)
+            return
+        self.pending[letter_id] = _Item(letter_id, payload, message.partition_key, [message.message_id])
+
+    def _flush(self) -> None:
+        items = list(self.pending.values())
+        sizes = [len(i.payload) + len(i.partition_key.encode()) for i in items]
+        for batch in plan_batches(sizes, KINESIS_MAX_BATCH_RECORDS, KINESIS_MAX_BATCH_BYTES):
+            acknowledged, refused = self._put([items[n] for n in batch])
+            for item in acknowledged:
+                del self.pending[item.letter_id]
+                self.done.add(item.letter_id)
+                self.result.redriven += 1
+                self._delete(item.message_ids)
+            for item in refused:
+                del self.pending[item.letter_id]
+                for mid in item.message_ids:
+                    self._keep(self.scanner.seen[mid], PUT_FAILED)
+
+    def _delete(self, message_ids: list[str]) -> None:
+        failed = self.scanner.delete(message_ids, sleep=self.sleep)
+        self.result.deleted += len(message_ids) - failed
+        self.result.not_deleted += failed
+
+    def _put(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """Put the items into the stream; failed entries retried. Returns (acknowledged, refused)."""
+        acknowledged: list[_Item] = []
+        pending = items
+        for attempt in range(self.attempts):
+            records = [{"Data": i.payload, "PartitionKey": i.partition_key} for i in pending]
+            try:
+                reply = self.kinesis.put_records(StreamName=self.stream, Records=records)
+            except ClientError as exc:
+                if _error_code(exc) == "ResourceNotFoundException":
+                    raise DlqAdminError(
+                        f"the stream {self.stream!r} does not exist; is the stack up? `streamkpi local up` "
+                        "(or name another with --stream)."
+                    ) from None
+                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
+            except BotoCoreError as exc:
+                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
+            else:
+                failed: list[_Item] = []
+                for item, entry in zip(pending, reply["Records"], strict=True):
+                    (failed if entry.get("ErrorCode") else acknowledged).append(item)
+                pending = failed
+                if not pending:
+                    break
+            if attempt + 1 < self.attempts:
+                self.sleep(min(0.1 * 2**attempt, 5.0))
+        return acknowledged, pending
+
+
+def check_stream(kinesis: Any, stream: str) -> None:
+    try:
+        kinesis.describe_stream_summary(StreamName=stream)
+    except ClientError as exc:
+        if _error_code(exc) == "ResourceNotFoundException":
+            raise DlqAdminError(
+                f"the stream {stream!r} does not exist; is the stack up? `streamkpi local up` "
+                "(or name another with --stream)."
+            ) from None
+        raise DlqAdminError(f"cannot describe the stream {stream!r}: {exc}; check the AWS credentials.") from None
+    except BotoCoreError as exc:
+        raise DlqAdminError(f"cannot reach Kinesis ({exc}); is the stack up? `streamkpi local status`.") from None
+
+
+def redrive(
+    sqs: Any,
+    s3: Any,
+    kinesis: Any,
+    url: str,
+    stream: str,
+    rules: Rules,
+    *,
+    dry_run: bool = False,
+    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    visibility_timeout: int = 300,
+    wait_seconds: int = 1,
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = 5,
+) -> RedriveResult:
+    """Put every letter whose payload now validates back into `stream`, then delete its messages.
+
+    Letters that still fail stay in the queue (made visible again). With `dry_run` nothing is put or
+    deleted; the result says what would happen.
+    """
+    check_stream(kinesis, stream)
+    scanner = Scanner(sqs, url, visibility_timeout, wait_seconds)
+    return _Redrive(s3, kinesis, stream, rules, now_ms, dry_run, scanner, sleep, attempts).run()

@@ -1,0 +1,475 @@
+"""Forward sinks against moto's Kinesis, Firehose and S3 and against recording fakes: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from aggregations.store import StoreUnavailableError
+from consumer.sinks import (
+    BACKOFF_MAX_S,
+    FIREHOSE_MAX_BATCH_BYTES,
+    FIREHOSE_MAX_RECORD_BYTES,
+    KINESIS_MAX_BATCH_BYTES,
+    KINESIS_MAX_RECORD_BYTES,
+    EventSink,
+    FirehoseSink,
+    Forward,
+    KinesisStreamSink,
+    MemorySink,
+    batches,
+)
+
+REGION = "us-east-1"
+STREAM = "forwarded"
+DELIVERY = "archive-stream"
+BUCKET = "archive-bucket"
+KEYS = [f"user-{n}" for n in range(7)]
+
+
+def make_events(count: int, pad: int = 0, seed: int = 7) -> list[Forward]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(count):
+        body = {"eventType": rng.choice(["click", "donation.made"]), "i": i, "pad": "x" * pad}
+        events.append(Forward(partition_key=rng.choice(KEYS), data=orjson.dumps(body)))
+    return events
+
+
+def throttled(code: str = "ProvisionedThroughputExceededException", status: int = 400) -> ClientError:
+    error = {"Error": {"Code": code, "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(error, "PutRecords")
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def kinesis(aws: None) -> Any:
+    client = boto3.client("kinesis", region_name=REGION)
+    client.create_stream(StreamName=STREAM, ShardCount=3)
+    return client
+
+
+@pytest.fixture
+def firehose(aws: None) -> Any:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    client = boto3.client("firehose", region_name=REGION)
+    client.create_delivery_stream(
+        DeliveryStreamName=DELIVERY,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{BUCKET}",
+            "Prefix": "raw/",
+        },
+    )
+    return client
+
+
+def read_stream(kinesis: Any) -> list[tuple[str, str, bytes]]:
+    """(shard, partition key, data) of every record, shard by shard in sequence order."""
+    out: list[tuple[str, str, bytes]] = []
+    for shard in kinesis.list_shards(StreamName=STREAM)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=STREAM, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            out.extend((shard["ShardId"], r["PartitionKey"], r["Data"]) for r in reply["Records"])
+            if not reply["Records"]:
+                break
+            iterator = reply.get("NextShardIterator")
+    return out
+
+
+def read_archive() -> list[bytes]:
+    s3 = boto3.client("s3", region_name=REGION)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    return [s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys]
+
+
+def assert_stream_holds_exactly(kinesis: Any, events: list[Forward]) -> None:
+    records = read_stream(kinesis)
+    assert Counter((key, data) for _, key, data in records) == Counter((e.partition_key, e.data) for e in events)
+    assert len(records) == len(events)
+
+
+def assert_archive_holds_exactly(events: list[Forward]) -> list[bytes]:
+    objects = read_archive()
+    expected_lines = [e.data + b"\n" for e in events]
+    lines = [line + b"\n" for obj in objects for line in obj.split(b"\n")[:-1]]
+    assert all(obj.endswith(b"\n") for obj in objects)
+    assert Counter(lines) == Counter(expected_lines)
+    assert len(lines) == len(events)
+    return objects
+
+
+class FlakyClient:
+    """Passes calls to a real (moto) client; can fail whole calls first, then refuse every third entry."""
+
+    def __init__(self, client: Any, whole_call_errors: list[Exception] | None = None, refuse_calls: int = 0) -> None:
+        self.client = client
+        self.whole_call_errors = list(whole_call_errors or [])
+        self.refuse_calls = refuse_calls
+        self.calls: list[list[bytes]] = []
+        self.refused: list[list[bytes]] = []
+
+    def _call(self, method: str, results_key: str, count_key: str, records: list[dict[str, Any]], **kw: Any) -> Any:
+        self.calls.append([r["Data"] for r in records])
+        if self.whole_call_errors:
+            raise self.whole_call_errors.pop(0)
+        real = getattr(self.client, method)
+        if not self.refuse_calls:
+            return real(Records=records, **kw)
+        self.refuse_calls -= 1
+        accepted = [r for n, r in enumerate(records) if n % 3 != 1]
+        answers = iter(real(Records=accepted, **kw)[results_key])
+        results: list[dict[str, Any]] = []
+        refused = []
+        for n, record in enumerate(records):
+            if n % 3 == 1:
+                refused.append(record["Data"])
+                code = (
+                    "ProvisionedThroughputExceededException"
+                    if count_key == "FailedRecordCount"
+                    else "ServiceUnavailableException"
+                )
+                results.append({"ErrorCode": code, "ErrorMessage": "Slow down"})
+            else:
+                results.append(next(answers))
+        self.refused.append(refused)
+        return {count_key: len(refused), results_key: results}
+
+    def put_records(self, *, Records: list[dict[str, Any]], **kw: Any) -> Any:
+        return self._call("put_records", "Records", "FailedRecordCount", Records, **kw)
+
+    def put_record_batch(self, *, Records: list[dict[str, Any]], **kw: Any) -> Any:
+        return self._call("put_record_batch", "RequestResponses", "FailedPutCount", Records, **kw)
+
+
+class RecordingFake:
+    """A client that stores nothing: notes each call's entries; `fail` = 'call' or 'entries' fails them all."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.fail = fail
+        self.calls: list[list[dict[str, Any]]] = []
+
+    def _answer(self, records: list[dict[str, Any]], ok: dict[str, str], results_key: str, count_key: str) -> Any:
+        self.calls.append(records)
+        if self.fail == "call":
+            raise throttled("ServiceUnavailableException", 503)
+        if self.fail == "entries":
+            bad = {"ErrorCode": "InternalFailure", "ErrorMessage": "boom"}
+            return {count_key: len(records), results_key: [bad for _ in records]}
+        return {count_key: 0, results_key: [ok for _ in records]}
+
+    def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> Any:
+        return self._answer(Records, {"SequenceNumber": "1", "ShardId": "s"}, "Records", "FailedRecordCount")
+
+    def put_record_batch(self, *, DeliveryStreamName: str, Records: list[dict[str, Any]]) -> Any:
+        return self._answer(Records, {"RecordId": "r"}, "RequestResponses", "FailedPutCount")
+
+
+def kinesis_bytes(record: dict[str, Any]) -> int:
+    return len(record["Data"]) + len(record["PartitionKey"].encode())
+
+
+# --- moto: the happy paths --------------------------------------------------------------------------
+
+
+def test_kinesis_sink_delivers_every_event_once_in_key_order(kinesis: Any) -> None:
+    events = make_events(1234)
+    sleeps = Sleeps()
+    sink = KinesisStreamSink("fanout", kinesis, STREAM, sleep=sleeps)
+    sink.send(events)
+
+    records = read_stream(kinesis)
+    assert_stream_holds_exactly(kinesis, events)
+    for key in KEYS:
+        sent = [e.data for e in events if e.partition_key == key]
+        arrived = [data for _, k, data in records if k == key]
+        assert arrived == sent, f"order of partition key {key}"
+        assert len({shard for shard, k, _ in records if k == key}) == 1
+    assert sleeps == []
+
+
+def test_firehose_sink_archive_is_exactly_the_ndjson_of_the_events(firehose: Any) -> None:
+    events = make_events(1234)
+    sink = FirehoseSink("archive", firehose, DELIVERY, sleep=Sleeps())
+    sink.send(events)
+
+    objects = assert_archive_holds_exactly(events)
+    assert len(objects) == 3  # 500 + 500 + 234, one object per PutRecordBatch in moto
+    blob = b"".join(e.data + b"\n" for e in events)
+    for obj in objects:  # each call's records stay in order
+        at = blob.find(obj)
+        assert at == 0 or blob[at - 1 : at] == b"\n"
+    for obj in objects:
+        for line in obj.splitlines():
+            assert isinstance(orjson.loads(line), dict)
+
+
+def test_empty_send_makes_no_call() -> None:
+    fake = RecordingFake()
+    KinesisStreamSink("k", fake, STREAM).send([])
+    FirehoseSink("f", fake, DELIVERY).send([])
+    assert fake.calls == []
+
+
+def test_sinks_satisfy_the_protocol() -> None:
+    sinks: list[EventSink] = [
+        MemorySink("m"),
+        KinesisStreamSink("k", RecordingFake(), STREAM),
+        FirehoseSink("f", RecordingFake(), DELIVERY),
+    ]
+    assert [s.name for s in sinks] == ["m", "k", "f"]
+
+
+# --- batch limits -----------------------------------------------------------------------------------
+
+
+def test_kinesis_batches_respect_count_and_byte_limits() -> None:
+    rng = random.Random(3)
+    events = [
+        Forward(partition_key=rng.choice(KEYS), data=orjson.dumps({"i": i, "pad": "y" * rng.randint(15_000, 25_000)}))
+        for i in range(1234)
+    ]
+    fake = RecordingFake()
+    KinesisStreamSink("k", fake, STREAM).send(events)
+    assert all(len(call) <= 500 for call in fake.calls)
+    assert all(sum(kinesis_bytes(r) for r in call) <= KINESIS_MAX_BATCH_BYTES for call in fake.calls)
+    assert len(fake.calls) > 3  # the byte limit, not the count, closed the batches
+    assert [(r["PartitionKey"], r["Data"]) for call in fake.calls for r in call] == [
+        (e.partition_key, e.data) for e in events
+    ]
+
+    small = make_events(1234)
+    fake = RecordingFake()
+    KinesisStreamSink("k", fake, STREAM).send(small)
+    assert [len(call) for call in fake.calls] == [500, 500, 234]
+
+
+def test_firehose_batches_respect_count_and_byte_limits() -> None:
+    events = make_events(1234, pad=20_000)
+    fake = RecordingFake()
+    FirehoseSink("f", fake, DELIVERY).send(events)
+    assert all(len(call) <= 500 for call in fake.calls)
+    assert all(sum(len(r["Data"]) for r in call) <= FIREHOSE_MAX_BATCH_BYTES for call in fake.calls)
+    assert len(fake.calls) > 3
+    assert [r["Data"] for call in fake.calls for r in call] == [e.data + b"\n" for e in events]
+
+    fake = RecordingFake()
+    FirehoseSink("f", fake, DELIVERY).send(make_events(1234))
+    assert [len(call) for call in fake.calls] == [500, 500, 234]
+
+
+# --- partial failures and whole-call failures -------------------------------------------------------
+
+
+def test_kinesis_partial_failure_resends_only_the_refused_entries(kinesis: Any, caplog: Any) -> None:
+    events = make_events(1234)
+    flaky = FlakyClient(kinesis, refuse_calls=2)
+    sleeps = Sleeps()
+    with caplog.at_level(logging.WARNING, logger="streamkpi.sinks"):
+        KinesisStreamSink("fanout", flaky, STREAM, sleep=sleeps).send(events)
+
+    assert_stream_holds_exactly(kinesis, events)
+    # First batch of 500: refused entries re-sent alone (and refused again in part), then the rest of them.
+    assert flaky.calls[1] == flaky.refused[0]
+    assert flaky.calls[2] == flaky.refused[1]
+    assert [len(c) for c in flaky.calls] == [500, 167, 56, 500, 234]
+    assert len(sleeps) == 2 and all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+    warnings = [r for r in caplog.records if r.name == "streamkpi.sinks"]
+    assert len(warnings) == 2
+    assert warnings[0].sink == "fanout" and warnings[0].failed == 167 and warnings[0].pending == 167 + 734
+
+
+def test_firehose_partial_failure_resends_only_the_refused_entries(firehose: Any) -> None:
+    events = make_events(1234)
+    flaky = FlakyClient(firehose, refuse_calls=1)
+    FirehoseSink("archive", flaky, DELIVERY, sleep=Sleeps()).send(events)
+
+    assert_archive_holds_exactly(events)
+    assert flaky.calls[1] == flaky.refused[0]
+    assert [len(c) for c in flaky.calls] == [500, 167, 500, 234]
+
+
+def test_kinesis_whole_call_throttling_and_connection_errors_are_retried(kinesis: Any) -> None:
+    events = make_events(1234)
+    errors: list[Exception] = [
+        throttled(),
+        throttled("ThrottlingException"),
+        EndpointConnectionError(endpoint_url="https://kinesis.us-east-1.amazonaws.com"),
+    ]
+    flaky = FlakyClient(kinesis, whole_call_errors=errors)
+    sleeps = Sleeps()
+    KinesisStreamSink("fanout", flaky, STREAM, sleep=sleeps).send(events)
+
+    assert_stream_holds_exactly(kinesis, events)
+    assert [len(c) for c in flaky.calls] == [500, 500, 500, 500, 500, 234]
+    assert len(sleeps) == 3
+    assert all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+
+
+def test_firehose_whole_call_throttling_is_retried(firehose: Any) -> None:
+    events = make_events(1234)
+    flaky = FlakyClient(firehose, whole_call_errors=[throttled("ServiceUnavailableException", 503)])
+    sleeps = Sleeps()
+    FirehoseSink("archive", flaky, DELIVERY, sleep=sleeps).send(events)
+    assert_archive_holds_exactly(events)
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize("fail", ["call", "entries"])
+@pytest.mark.parametrize("kind", ["kinesis", "firehose"])
+def test_persistent_failure_raises_store_unavailable_after_attempts(kind: str, fail: str) -> None:
+    fake = RecordingFake(fail=fail)
+    sleeps = Sleeps()
+    sink: EventSink
+    if kind == "kinesis":
+        sink = KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps, attempts=5)
+        target = STREAM
+    else:
+        sink = FirehoseSink("archive", fake, DELIVERY, sleep=sleeps, attempts=5)
+        target = DELIVERY
+    with pytest.raises(StoreUnavailableError) as raised:
+        sink.send(make_events(1234))
+    message = str(raised.value)
+    assert sink.name in message and target in message and "1234 of 1234" in message
+    assert len(fake.calls) == 5 and all(len(c) == 500 for c in fake.calls)
+    assert len(sleeps) == 4 and all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+
+
+def test_default_attempts_and_capped_backoff() -> None:
+    fake = RecordingFake(fail="call")
+    sleeps = Sleeps()
+    with pytest.raises(StoreUnavailableError, match="after 8 attempts"):
+        KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps).send(make_events(3))
+    assert len(fake.calls) == 8 and len(sleeps) == 7
+    assert max(sleeps) <= BACKOFF_MAX_S and sleeps[-1] >= BACKOFF_MAX_S / 2
+
+
+def test_missing_stream_is_not_retried(aws: None) -> None:
+    client = boto3.client("kinesis", region_name=REGION)
+    sleeps = Sleeps()
+    with pytest.raises(StoreUnavailableError, match="ResourceNotFoundException") as raised:
+        KinesisStreamSink("fanout", client, "no-such-stream", sleep=sleeps).send(make_events(10))
+    assert "no-such-stream" in str(raised.value) and "10 of 10" in str(raised.value)
+    assert sleeps == []
+
+
+def test_failure_in_a_later_batch_counts_only_what_is_pending() -> None:
+    class FailSecondCall(RecordingFake):
+        def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> Any:
+            if len(self.calls) >= 1:
+                self.calls.append(Records)
+                raise throttled()
+            return super().put_records(StreamName=StreamName, Records=Records)
+
+    fake = FailSecondCall()
+    with pytest.raises(StoreUnavailableError, match="734 of 1234"):
+        KinesisStreamSink("fanout", fake, STREAM, sleep=Sleeps(), attempts=2).send(make_events(1234))
+
+
+# --- events that cannot be forwarded ----------------------------------------------------------------
+
+
+def test_kinesis_oversize_event_raises_value_error_before_sending_anything() -> None:
+    key = "k"
+    at_limit = Forward(partition_key=key, data=b"a" * (KINESIS_MAX_RECORD_BYTES - len(key)))
+    fake = RecordingFake()
+    KinesisStreamSink("k", fake, STREAM).send([at_limit])
+    assert len(fake.calls) == 1
+
+    over = Forward(partition_key=key, data=b"a" * (KINESIS_MAX_RECORD_BYTES - len(key) + 1))
+    fake = RecordingFake()
+    with pytest.raises(ValueError, match="over the Kinesis record limit"):
+        KinesisStreamSink("k", fake, STREAM).send([*make_events(600), over])
+    assert fake.calls == []
+
+    for bad_key in ("", "k" * 257):
+        with pytest.raises(ValueError, match="partition key"):
+            KinesisStreamSink("k", fake, STREAM).send([Forward(partition_key=bad_key, data=b"{}")])
+    assert fake.calls == []
+
+
+def test_firehose_oversize_or_multiline_event_raises_value_error_before_sending_anything() -> None:
+    at_limit = Forward(partition_key="k", data=b"a" * (FIREHOSE_MAX_RECORD_BYTES - 1))
+    fake = RecordingFake()
+    FirehoseSink("f", fake, DELIVERY).send([at_limit])
+    assert len(fake.calls[0][0]["Data"]) == FIREHOSE_MAX_RECORD_BYTES
+
+    fake = RecordingFake()
+    over = Forward(partition_key="k", data=b"a" * FIREHOSE_MAX_RECORD_BYTES)
+    with pytest.raises(ValueError, match="over the Firehose record limit"):
+        FirehoseSink("f", fake, DELIVERY).send([*make_events(600), over])
+    with pytest.raises(ValueError, match="newline"):
+        FirehoseSink("f", fake, DELIVERY).send([Forward(partition_key="k", data=b'{\n"a": 1}')])
+    assert fake.calls == []
+
+
+# --- MemorySink -------------------------------------------------------------------------------------
+
+
+def test_memory_sink() -> None:
+    sink = MemorySink("archive")
+    events = make_events(3)
+    sink.send(events)
+    sink.available = False
+    with pytest.raises(StoreUnavailableError, match="archive"):
+        sink.send(events)
+    assert sink.events == events and sink.calls == 2
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=100), max_size=200),
+    max_records=st.integers(min_value=1, max_value=20),
+    max_bytes=st.integers(min_value=100, max_value=400),
+)
+def test_batches_every_item_once_in_order_within_limits(sizes: list[int], max_records: int, max_bytes: int) -> None:
+    items = list(enumerate(sizes))
+    out = list(batches(items, max_records, max_bytes, lambda item: item[1]))
+    assert [item for batch in out for item in batch] == items
+    assert all(batch for batch in out)
+    assert all(len(batch) <= max_records for batch in out)
+    assert all(sum(size for _, size in batch) <= max_bytes for batch in out)
+    # Greedy: a batch was closed only because the next item would not fit.
+    for batch, following in itertools.pairwise(out):
+        assert len(batch) == max_records or sum(s for _, s in batch) + following[0][1] > max_bytes
+
+
+def test_batches_rejects_an_item_larger_than_a_batch() -> None:
+    with pytest.raises(ValueError):
+        list(batches([1, 5], 10, 4, lambda n: n))
+    with pytest.raises(ValueError):
+        list(batches([1], 0, 4, lambda n: n))
