@@ -123,7 +123,9 @@ def test_small_letters_arrive_as_exact_json_bodies(aws: None) -> None:
     sent = letters(3)
     SqsDeadLetterQueue(sqs, url, sleep=lambda s: None).send(sent)
     messages = drain(sqs, url)
-    bodies = sorted((orjson.loads(m["Body"]) for m in messages), key=lambda b: b["index"])
+    raw = sorted((m["Body"] for m in messages), key=lambda body: orjson.loads(body)["index"])
+    assert raw == [orjson.dumps(dlq_message(letter)).decode() for letter in sent]
+    bodies = [orjson.loads(body) for body in raw]
     assert bodies == [dlq_message(letter) for letter in sent]
     assert [m["MessageAttributes"]["reason"]["StringValue"] for m in messages] == ["schema"] * 3
     assert [letter_payload(b, None) for b in bodies] == [letter.payload for letter in sent]

@@ -48,8 +48,11 @@ class Stack:
             aws_secret_access_key="testing",
         )
 
-    def fresh(self, shards: int = 2, **overrides: str) -> Stack:
-        """New stream, lease table, metrics table, queue: a clean slate for one test."""
+    def fresh(self, shards: int = 2, client: resources.ClientFactory | None = None, **overrides: str) -> Stack:
+        """New stream, lease table, metrics table, queue: a clean slate for one test.
+
+        `client` builds the clients the resources are created with (default: this stack's, all moto).
+        """
         tag = uuid.uuid4().hex[:8]
         names = {
             "STREAMKPI_STREAM": f"events-{tag}",
@@ -63,7 +66,7 @@ class Stack:
         }
         env = {**self.env, **names, **overrides}
         settings = Settings.load(env)
-        resources.create_all(settings, self.client)
+        resources.create_all(settings, client or self.client)
         return Stack(settings, env)
 
 

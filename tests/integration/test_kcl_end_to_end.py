@@ -60,31 +60,46 @@ def event_types(counts: dict[str, dict[str, int]]) -> set[str]:
     return {t for window in counts.values() for t in window}
 
 
-def archived_event_types(stack: Stack) -> dict[str, int]:
+def archived_events(stack: Stack) -> list[dict[str, Any]]:
     s3 = stack.client("s3")
-    found: dict[str, int] = {}
+    events = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.settings.archive_bucket):
         for obj in page.get("Contents", []):
             if obj["Key"].startswith("dlq/"):
                 continue
             body = s3.get_object(Bucket=stack.settings.archive_bucket, Key=obj["Key"])["Body"].read()
-            for line in body.splitlines():
-                event_type = json.loads(line)["eventType"]
-                found[event_type] = found.get(event_type, 0) + 1
+            events += [json.loads(line) for line in body.splitlines()]
+    return events
+
+
+def archived_event_types(stack: Stack) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for event in archived_events(stack):
+        found[event["eventType"]] = found.get(event["eventType"], 0) + 1
     return found
 
 
 def dlq_ids(stack: Stack) -> dict[str, str]:
+    """Every letter's identity and reason (read without deleting; visible again afterwards)."""
     sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
     seen: dict[str, str] = {}
+    handles: list[str] = []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300).get("Messages", [])
         if not messages:
-            return seen
+            break
         for message in messages:
             body = json.loads(message["Body"])
             seen[body["id"]] = body["reason"]
+            handles.append(message["ReceiptHandle"])
+    for start in range(0, len(handles), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+            for i, h in enumerate(handles[start : start + 10])
+        ]
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+    return seen
 
 
 def test_two_thousand_events_over_two_shards_are_counted_exactly(

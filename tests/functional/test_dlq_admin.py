@@ -1,0 +1,392 @@
+"""DLQ operations (consumer/dlq_admin.py and `streamkpi dlq ...`) against moto in-process:
+stats and peek count and show without deleting; redrive puts what now validates back into the
+stream (same bytes, same partition key) and deletes only that; --dry-run changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from consumer import dlq_admin
+from consumer.dlq import DeadLetter, SqsDeadLetterQueue, s3_key
+from consumer.validate import Rules
+from streamkpi.cli import app
+
+QUEUE, BUCKET, STREAM = "dlq", "archive", "events"
+NOW_MS = int(datetime.now(UTC).timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(event_type: str = "page.view", **extra: Any) -> dict[str, Any]:
+    return {"eventType": event_type, "timestamp": iso(NOW_MS - 60_000), "path": "/", **extra}
+
+
+BASE = DeadLetter(
+    stream=STREAM,
+    shard_id="shardId-000000000000",
+    sequence_number="49590338271490256608559692538361571095921575989136588898",
+    sub_sequence_number=0,
+    index=0,
+    partition_key="pk",
+    arrival_ms=NOW_MS - 600_000,
+    reason="in_future",
+    detail="",
+    payload=b"",
+)
+
+
+def letter(n: int, reason: str, payload: bytes, partition_key: str | None = None) -> DeadLetter:
+    return dataclasses.replace(BASE, index=n, reason=reason, payload=payload, partition_key=partition_key or f"pk-{n}")
+
+
+# Payloads that validate now (they were rejected under other rules or another clock) ...
+NOW_VALID = [
+    letter(0, "in_future", orjson.dumps(event(userId="u0"))),
+    letter(1, "unknown_type", orjson.dumps(event("user.created", userId="u1")), partition_key="user-1"),
+    letter(2, "in_future", gzip.compress(orjson.dumps(event()) + b"\n" + orjson.dumps(event("user.verified")))),
+    letter(3, "in_future", orjson.dumps(event(data={"blob": "b" * 300_000}))),  # in S3
+]
+# ... and payloads that still fail.
+STILL_INVALID = [
+    letter(10, "not_json", b'{"eventType": broken'),
+    letter(11, "not_json", b"\xff\xfe not text"),
+    letter(12, "schema", orjson.dumps(event("donation.made", data={"amount": "12"}))),
+    letter(13, "missing_field", orjson.dumps({"timestamp": iso(NOW_MS)})),
+    letter(14, "missing_field", orjson.dumps({"eventType": "page.view"})),
+]
+SCHEMA_RULES = Rules(
+    schemas={"donation.made": lambda e: e["data"]["amount"] + 0},  # raises on a string amount
+)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        kinesis = boto3.client("kinesis", region_name="us-east-1")
+        url = sqs.create_queue(QueueName=QUEUE, Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
+        s3.create_bucket(Bucket=BUCKET)
+        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
+        yield {"sqs": sqs, "s3": s3, "kinesis": kinesis, "url": url}
+
+
+def fill(aws: dict[str, Any], letters: list[DeadLetter]) -> None:
+    SqsDeadLetterQueue(aws["sqs"], aws["url"], s3_client=aws["s3"], bucket=BUCKET).send(letters)
+
+
+def visible(aws: dict[str, Any]) -> int:
+    attributes = aws["sqs"].get_queue_attributes(QueueUrl=aws["url"], AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def queued_ids(aws: dict[str, Any]) -> Counter[str]:
+    """Letter ids of every message in the queue (received with visibility 0, so they stay)."""
+    scanner = dlq_admin.Scanner(aws["sqs"], aws["url"], visibility_timeout=30, wait_seconds=0)
+    messages = [m for batch in scanner.batches() for m in batch]
+    scanner.release([m.message_id for m in messages])
+    return Counter(m.letter_id for m in messages)
+
+
+def stream_records(kinesis: Any, stream: str = STREAM) -> list[tuple[bytes, str]]:
+    out = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            out += [(r["Data"], r["PartitionKey"]) for r in reply["Records"]]
+            if not reply["Records"]:
+                break
+            iterator = reply.get("NextShardIterator")
+    return out
+
+
+def redrive(aws: dict[str, Any], **kwargs: Any) -> dlq_admin.RedriveResult:
+    return dlq_admin.redrive(
+        aws["sqs"],
+        aws["s3"],
+        kwargs.pop("kinesis", aws["kinesis"]),
+        aws["url"],
+        kwargs.pop("stream", STREAM),
+        kwargs.pop("rules", SCHEMA_RULES),
+        now_ms=lambda: NOW_MS,
+        wait_seconds=0,
+        sleep=lambda s: None,
+        **kwargs,
+    )
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_judge_wants_every_event_valid() -> None:
+    rules = Rules()
+    assert dlq_admin.judge(orjson.dumps(event()), "pk", NOW_MS, rules).ok
+    mixed = orjson.dumps([event(), {"eventType": "x"}])
+    assert dlq_admin.judge(mixed, "pk", NOW_MS, rules) == dlq_admin.Verdict(
+        False, "missing_field", "event 1: timestamp is missing"
+    )
+    assert dlq_admin.judge(b"[]", "pk", NOW_MS, rules).reason == dlq_admin.NO_EVENTS
+    assert dlq_admin.judge(b"{", "pk", NOW_MS, rules).reason == "not_json"
+    assert dlq_admin.judge(orjson.dumps(event()), "", NOW_MS, rules).reason == dlq_admin.UNREADABLE
+    huge = orjson.dumps(event(data={"x": "y" * 1_100_000}))
+    assert dlq_admin.judge(huge, "pk", NOW_MS, rules).reason == dlq_admin.TOO_LARGE_FOR_STREAM
+
+
+def test_preview_replaces_bad_utf8_and_cuts() -> None:
+    assert dlq_admin.preview(b"ok \xff") == "ok \ufffd"
+    assert dlq_admin.preview(b"a" * 500, chars=10) == "a" * 10 + "…"
+
+
+# -- stats and peek -------------------------------------------------------------------------------
+
+
+def test_stats_counts_every_message_once_and_deletes_none(aws: dict[str, Any]) -> None:
+    letters = (
+        [letter(n, "not_json", b"x") for n in range(12)]
+        + [letter(100 + n, "schema", b"{}") for n in range(7)]
+        + [letter(200, "too_large", b"z" * 300_000)]
+    )
+    fill(aws, letters)
+    aws["sqs"].send_message(QueueUrl=aws["url"], MessageBody="not a DLQ message")
+    first = dlq_admin.stats(aws["sqs"], aws["url"], wait_seconds=0)
+    assert first.by_reason == {"not_json": 12, "schema": 7, "too_large": 1, dlq_admin.UNREADABLE: 1}
+    assert first.total == 21
+    assert first.approximate == {"visible": 21, "inFlight": 0, "delayed": 0}
+    assert not first.incomplete
+    assert visible(aws) == 21  # all visible again
+    second = dlq_admin.stats(aws["sqs"], aws["url"], wait_seconds=0)
+    assert second.by_reason == first.by_reason
+    assert queued_ids(aws) == Counter({lt.identity: 1 for lt in letters} | {"": 1})
+
+
+class RepeatingSqs:
+    """moto's SQS, but every receive also hands out again the first message of the previous one (as SQS may)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.previous: dict[str, Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sqs, name)
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        messages = self.sqs.receive_message(**kwargs).get("Messages", [])
+        repeated = [self.previous] if self.previous and messages else []
+        self.previous = messages[0] if messages else None
+        return {"Messages": messages + repeated}
+
+
+def test_a_message_received_twice_is_counted_once(aws: dict[str, Any]) -> None:
+    fill(aws, [letter(n, "not_json", b"x") for n in range(25)])
+    result = dlq_admin.stats(RepeatingSqs(aws["sqs"]), aws["url"], wait_seconds=0)
+    assert result.by_reason == {"not_json": 25}
+    assert visible(aws) == 25
+
+
+def test_stats_notices_messages_it_could_not_see(aws: dict[str, Any]) -> None:
+    fill(aws, [letter(n, "not_json", b"x") for n in range(5)])
+    # Someone else holds two messages in flight: the approximate count shows them, the scan cannot.
+    aws["sqs"].receive_message(QueueUrl=aws["url"], MaxNumberOfMessages=2, VisibilityTimeout=60)
+    result = dlq_admin.stats(aws["sqs"], aws["url"], wait_seconds=0)
+    assert result.total == 3
+    assert result.approximate["inFlight"] == 2
+
+
+def test_peek_shows_n_with_previews_and_deletes_none(aws: dict[str, Any]) -> None:
+    fill(aws, [NOW_VALID[3], STILL_INVALID[1], STILL_INVALID[0], NOW_VALID[0]])
+    rows = dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 3, wait_seconds=0)
+    assert len(rows) == 3
+    assert len({row["messageId"] for row in rows}) == 3
+    assert visible(aws) == 4
+    assert sum(queued_ids(aws).values()) == 4
+    all_rows = {row["id"]: row for row in dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 10, wait_seconds=0)}
+    assert len(all_rows) == 4
+    big = all_rows[NOW_VALID[3].identity]
+    assert big["payloadS3"] == {"bucket": BUCKET, "key": s3_key(NOW_VALID[3]), "bytes": len(NOW_VALID[3].payload)}
+    assert big["preview"].startswith('{"eventType":"page.view"')
+    assert big["payloadBytes"] == len(NOW_VALID[3].payload)
+    bad = all_rows[STILL_INVALID[1].identity]
+    assert bad["preview"] == "\ufffd\ufffd not text"
+    assert bad["reason"] == "not_json"
+    assert bad["partitionKey"] == "pk-11"
+    assert bad["arrival"] == iso(BASE.arrival_ms).replace("Z", "+00:00")
+    assert bad["payloadS3"] is None
+
+
+# -- redrive --------------------------------------------------------------------------------------
+
+
+def test_redrive_puts_what_now_validates_and_keeps_the_rest(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID + STILL_INVALID)
+    fill(aws, [NOW_VALID[0]])  # a duplicate delivery of the same letter (standard queue, worker restart)
+    result = redrive(aws)
+    assert result.redriven == len(NOW_VALID)
+    assert result.duplicates == 1
+    assert result.deleted == len(NOW_VALID) + 1
+    assert result.kept == {"not_json": 1, "not_utf8": 1, "schema": 1, "missing_field": 2}
+    assert result.not_deleted == 0
+    records = stream_records(aws["kinesis"])
+    assert Counter(records) == Counter((lt.payload, lt.partition_key) for lt in NOW_VALID)  # once each
+    assert queued_ids(aws) == Counter({lt.identity: 1 for lt in STILL_INVALID})
+    assert visible(aws) == len(STILL_INVALID)
+    # A second run finds nothing more to do and changes nothing.
+    again = redrive(aws)
+    assert again.redriven == 0 and sum(again.kept.values()) == len(STILL_INVALID)
+    assert len(stream_records(aws["kinesis"])) == len(NOW_VALID)
+
+
+def test_dry_run_changes_nothing(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID + STILL_INVALID)
+    before = queued_ids(aws)
+    result = redrive(aws, dry_run=True)
+    assert result.redriven == len(NOW_VALID)
+    assert sum(result.kept.values()) == len(STILL_INVALID)
+    assert result.deleted == 0
+    assert stream_records(aws["kinesis"]) == []
+    assert queued_ids(aws) == before
+    assert visible(aws) == len(NOW_VALID) + len(STILL_INVALID)
+
+
+class RefusingKinesis:
+    """moto's Kinesis, but the first `refuse_calls` put_records calls refuse the entries of `keys`."""
+
+    def __init__(self, kinesis: Any, keys: set[str], refuse_calls: int) -> None:
+        self.kinesis, self.keys, self.refuse_calls = kinesis, keys, refuse_calls
+        self.calls: list[list[str]] = []
+
+    def describe_stream_summary(self, **kwargs: Any) -> Any:
+        return self.kinesis.describe_stream_summary(**kwargs)
+
+    def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append([r["PartitionKey"] for r in Records])
+        refuse = self.refuse_calls > 0
+        self.refuse_calls -= 1
+        passed = [r for r in Records if not (refuse and r["PartitionKey"] in self.keys)]
+        accepted = iter(self.kinesis.put_records(StreamName=StreamName, Records=passed)["Records"] if passed else [])
+        refused = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}
+        return {"Records": [refused if refuse and r["PartitionKey"] in self.keys else next(accepted) for r in Records]}
+
+
+def test_refused_puts_are_retried_and_nothing_is_deleted_before_it_is_in_the_stream(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    keys = {NOW_VALID[1].partition_key, NOW_VALID[3].partition_key}
+    kinesis = RefusingKinesis(aws["kinesis"], keys, refuse_calls=2)
+    result = redrive(aws, kinesis=kinesis)
+    assert [len(call) for call in kinesis.calls] == [4, 2, 2]  # only the refused entries again
+    assert set(kinesis.calls[1]) == keys
+    assert result.redriven == 4 and result.kept == {}
+    assert Counter(stream_records(aws["kinesis"])) == Counter((lt.payload, lt.partition_key) for lt in NOW_VALID)
+    assert visible(aws) == 0
+
+
+def test_letters_kinesis_keeps_refusing_stay_in_the_queue(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    keys = {NOW_VALID[0].partition_key, NOW_VALID[2].partition_key}
+    result = redrive(aws, kinesis=RefusingKinesis(aws["kinesis"], keys, refuse_calls=100), attempts=3)
+    assert result.redriven == 2
+    assert result.kept == {dlq_admin.PUT_FAILED: 2}
+    assert queued_ids(aws) == Counter({NOW_VALID[0].identity: 1, NOW_VALID[2].identity: 1})
+    assert sorted(pk for _, pk in stream_records(aws["kinesis"])) == ["pk-3", "user-1"]
+
+
+def test_a_missing_stream_is_an_error_that_says_what_to_do(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    with pytest.raises(dlq_admin.DlqAdminError, match="does not exist; is the stack up"):
+        redrive(aws, stream="no-such-stream")
+    assert visible(aws) == len(NOW_VALID)
+
+
+def test_a_missing_queue_is_an_error_that_says_what_to_do(aws: dict[str, Any]) -> None:
+    with pytest.raises(dlq_admin.DlqAdminError, match="streamkpi local up"):
+        dlq_admin.resolve_queue(aws["sqs"], "no-such-queue")
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """`streamkpi` in-process: no env file, no endpoint, so boto3 in the CLI talks to mock_aws."""
+    monkeypatch.setenv("STREAMKPI_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMKPI_DLQ_QUEUE", QUEUE)
+    monkeypatch.setenv("STREAMKPI_STREAM", STREAM)
+    monkeypatch.setenv("STREAMKPI_ARCHIVE_BUCKET", BUCKET)
+    monkeypatch.delenv("STREAMKPI_CONFIG", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield aws
+    root.handlers[:], root.level = handlers, level  # bootstrap() points logging at the runner's stderr
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, ["dlq", *args, "--wait-seconds", "0"])
+
+
+def test_cli_stats_peek_and_redrive(cli: dict[str, Any]) -> None:
+    fill(cli, NOW_VALID + STILL_INVALID)
+
+    stats = run("stats", "--format", "json")
+    assert stats.exit_code == 0, stats.output
+    assert orjson.loads(stats.stdout)["byReason"] == {
+        "in_future": 3,
+        "missing_field": 2,
+        "not_json": 2,
+        "schema": 1,
+        "unknown_type": 1,
+    }
+    table = run("stats")
+    assert table.exit_code == 0, table.output
+    assert "in_future" in table.stdout and "visible 9" in table.stdout
+
+    peek = run("peek", "-n", "3")
+    assert peek.exit_code == 0, peek.output
+    assert len(orjson.loads(peek.stdout)) == 3
+    assert run("peek", "-n", "2", "--format", "table").exit_code == 0
+
+    dry = run("redrive", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would redrive 4 letters into stream 'events'; nothing was changed" in dry.stdout
+    assert stream_records(cli["kinesis"]) == [] and visible(cli) == 9
+
+    # The built-in config knows donation.made's schema: amount must be a number.
+    done = run("redrive", "--format", "json")
+    assert done.exit_code == 0, done.output
+    summary = orjson.loads(done.stdout)
+    assert summary["redriven"] == 4
+    assert summary["keptByReason"] == {"missing_field": 2, "not_json": 1, "not_utf8": 1, "schema": 1}
+    assert Counter(stream_records(cli["kinesis"])) == Counter((lt.payload, lt.partition_key) for lt in NOW_VALID)
+    assert queued_ids(cli) == Counter({lt.identity: 1 for lt in STILL_INVALID})
+
+
+def test_cli_errors_say_what_to_do(cli: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(cli, NOW_VALID)
+    missing_stream = run("redrive", "--stream", "nope")
+    assert missing_stream.exit_code == 1
+    assert "the stream 'nope' does not exist; is the stack up? `streamkpi local up`" in missing_stream.stderr
+    monkeypatch.setenv("STREAMKPI_DLQ_QUEUE", "gone")
+    missing_queue = run("stats")
+    assert missing_queue.exit_code == 1
+    assert "the DLQ queue 'gone' does not exist; is the stack up? `streamkpi local up`" in missing_queue.stderr
