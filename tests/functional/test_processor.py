@@ -12,9 +12,10 @@ from aggregations.partials import merge_partials
 from consumer.dlq import MemoryDeadLetterQueue
 from consumer.health import MemoryHealth
 from consumer.processor import RecordProcessor
+from consumer.reasons import Reason
 from consumer.sinks import MemorySink
 from consumer.worker import Cadence, ShardWorker
-from streamkpi.config import load_config
+from streamkpi.config import default_config_text, load_config, parse_config
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
 
 ARRIVAL_MS = 1_764_000_000_000
@@ -241,4 +242,37 @@ def test_health_is_reported_per_shard_after_flushes_and_checkpoints() -> None:
     assert health["lastCheckpointSequence"] == "2" and health["lastCheckpointMs"] == ARRIVAL_MS + 1000
     assert health["dlqCount"] == 1 and health["events"] == 1 and health["records"] == 2
     assert health["eventsPerSecond"] > 0 and health["lastBatchMs"] == ARRIVAL_MS + 1000
+    daemon.close()
+
+
+STRICT = parse_config(default_config_text().replace("strict_types = false", "strict_types = true"), "strict")
+EVERY_REASON = {
+    "not_utf8": b'{"eventType": "click", "x": "\xe9"}',
+    "not_json": b"{nope",
+    "not_object": b"42",
+    "missing_field": orjson.dumps({"timestamp": ARRIVAL_MS}),
+    "wrong_type": orjson.dumps(event("click", data=[1])),
+    "bad_timestamp": orjson.dumps({"eventType": "click", "timestamp": "2026-11-29 10:00"}),
+    "too_old": orjson.dumps(event("click", offset_ms=-4 * 365 * 86_400_000)),
+    "in_future": orjson.dumps(event("click", offset_ms=3_600_000)),
+    "schema": orjson.dumps(event("donation.made", data={"amount": -5, "currency": "GBP", "charityId": "c"})),
+    "unknown_type": orjson.dumps(event("mystery.thing")),
+    "too_large": gzip.compress(b" " * (9 * 1024 * 1024) + b"{}"),
+    "bad_compression": gzip.compress(orjson.dumps(event()))[:-12],
+}
+
+
+@pytest.mark.parametrize("reason", sorted(EVERY_REASON))
+def test_each_reason_code_reaches_the_dlq_with_its_payload_before_the_checkpoint(reason: str) -> None:
+    assert set(EVERY_REASON) == {r.value for r in Reason}
+    rig = Rig()
+    rig.config = STRICT  # strict types, so unknown_type can happen; configured types (page.view) still pass
+    daemon = rig.start()
+    daemon.records([record(EVERY_REASON[reason], 5), record(event("page.view"), 6)])
+    assert [(letter.reason, letter.identity) for letter in rig.dlq.letters] == [(reason, "shardId-000000000000/5/0/0")]
+    letter = rig.dlq.letters[0]
+    assert letter.payload == EVERY_REASON[reason]
+    assert letter.detail
+    assert rig.counts(rig.durable) == {"page.view": 1}
+    assert daemon.checkpoints == [("6", 0)]
     daemon.close()
