@@ -14,6 +14,20 @@ class MemoryStore:
         self.items: dict[tuple[str, int, str], StoredPartial] = {}
         self.writes = 0
         self.available = True
+        self.intact_shards: set[str] = set()
+
+    def intact(self, shard_id: str) -> bool:
+        self._check()
+        return shard_id in self.intact_shards
+
+    def mark_intact(self, shard_id: str) -> None:
+        self._check()
+        self.intact_shards.add(shard_id)
+
+    def lose_everything(self) -> None:
+        """What a Redis restart without persistence does (for tests)."""
+        self.items.clear()
+        self.intact_shards.clear()
 
     def _check(self) -> None:
         if not self.available:

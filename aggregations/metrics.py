@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
+from aggregations import hll
+
 OTHER_GROUP = "__other__"  # groups past max_groups
 ALL_GROUP = "all"  # the one group of a metric without `by`
 _MISSING = object()
@@ -118,8 +120,33 @@ class MaxAggregator(_DecimalAggregator):
         return max(a, b)
 
 
+class DistinctAggregator(Aggregator):
+    """Approximate distinct count of a field's values (HyperLogLog registers, see hll.py)."""
+
+    name = "distinct"
+    needs_field = True
+
+    def initial(self) -> bytearray:
+        return hll.new()
+
+    def add(self, current: bytearray, value: Any) -> bytearray:
+        return hll.add(current, value)
+
+    def merge(self, a: bytearray, b: bytearray) -> bytearray:
+        return hll.merge(a, b)
+
+    def encode(self, value: bytearray) -> str:
+        return hll.encode(value)
+
+    def decode(self, raw: str) -> bytearray:
+        return hll.decode(raw)
+
+    def present(self, value: bytearray | None) -> int:
+        return 0 if value is None else hll.estimate(value)
+
+
 AGGREGATORS: dict[str, Aggregator] = {
-    a.name: a for a in (CountAggregator(), SumAggregator(), MinAggregator(), MaxAggregator())
+    a.name: a for a in (CountAggregator(), SumAggregator(), MinAggregator(), MaxAggregator(), DistinctAggregator())
 }
 
 

@@ -147,6 +147,12 @@ class ShardAggregates:
             ):
                 partial.dirty.discard(store)
 
+    def mark_all_dirty(self, store: StoreName) -> None:
+        """The store lost its copies: every cached partial must be written to it again."""
+        for partial in self._partials.values():
+            if partial.position is not None:
+                partial.dirty.add(store)
+
     def evict_clean(self, keep: int) -> int:
         """Drop the least recently touched partials that both stores hold, down to `keep` windows.
         A dropped window is loaded again from DynamoDB if a late event needs it."""

@@ -38,6 +38,19 @@ class RedisStore:
         self._write_script = client.register_script(_WRITE_IF_NOT_OLDER)
         self.writes = 0
 
+    def intact(self, shard_id: str) -> bool:
+        try:
+            return bool(self.client.exists(f"{self.prefix}:intact:{shard_id}"))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"Redis check failed: {exc}") from exc
+
+    def mark_intact(self, shard_id: str) -> None:
+        # No expiry: the marker disappears only with the data (restart without persistence, FLUSHALL).
+        try:
+            self.client.set(f"{self.prefix}:intact:{shard_id}", "1")
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+
     def window_key(self, resolution: str, start_ms: int) -> str:
         return f"{self.prefix}:w:{resolution}:{start_ms}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -39,6 +39,17 @@ class AggregateStore(Protocol):
     def delete(self, resolution: str, starts: Sequence[int]) -> int:
         """Remove every shard's partial of these windows; returns how many were removed."""
         ...
+
+
+@runtime_checkable
+class LossDetecting(Protocol):
+    """A cache that can lose everything (Redis restarted empty, FLUSHALL): it keeps a marker per shard."""
+
+    def intact(self, shard_id: str) -> bool:
+        """False when the store lost the shard's data since `mark_intact` (or never had it)."""
+        ...
+
+    def mark_intact(self, shard_id: str) -> None: ...
 
 
 def encode_metrics(metrics: Any) -> bytes:

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import orjson
 
 from aggregations.partials import Position, ShardAggregates
-from aggregations.store import AggregateStore, StoreUnavailableError
+from aggregations.repair import repair_hot
+from aggregations.store import AggregateStore, LossDetecting, StoreUnavailableError
 from consumer.decode import Decoded, decode_record
 from consumer.dlq import DeadLetter, DeadLetterSink
 from consumer.health import HealthSink, RateMeter
@@ -68,6 +69,7 @@ class Stats:
     hot_flushes: int = 0
     dynamodb_writes: int = 0
     redis_writes: int = 0
+    hot_repairs: int = 0
     dead_letters_sent: int = 0
     forwarded: int = 0
     last: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +101,7 @@ class ShardWorker:
         self.cadence = cadence
         self.clock = clock
         self.sleep = sleep
+        self.resolutions = config.resolutions
         self.aggregates = ShardAggregates(shard_id, config.metric_set, config.resolutions)
         # No sinks given (unit tests): nothing is forwarded. Otherwise every routed sink must exist.
         self.sinks = dict(sinks or {})
@@ -206,6 +209,7 @@ class ShardWorker:
         return self.clock() - self.last_hot >= self.cadence.redis_flush_seconds
 
     def flush_hot(self) -> None:
+        self._repair_hot_if_lost()
         dirty = self.aggregates.dirty("redis")
         if dirty:
             stale = self._retry("write partials to Redis", lambda: self.hot.write(dirty))
@@ -215,6 +219,20 @@ class ShardWorker:
         self.stats.hot_flushes += 1
         self.last_hot = self.clock()
         self.report_health()
+
+    def _repair_hot_if_lost(self) -> None:
+        """Redis restarted empty or was flushed: refill this shard's hot windows from DynamoDB now."""
+        hot = self.hot
+        if not isinstance(hot, LossDetecting) or self._retry("check Redis", lambda: hot.intact(self.shard_id)):
+            return
+        durable_copies = self._retry(
+            "repair Redis from DynamoDB",
+            lambda: repair_hot(self.durable, hot, self.resolutions, self.shard_id, self.wall_ms()),
+        )
+        self.aggregates.mark_all_dirty("redis")  # what is newer than DynamoDB goes with this flush
+        self._retry("mark Redis repaired", lambda: hot.mark_intact(self.shard_id))
+        self.stats.hot_repairs += 1
+        log.info("hot store repaired from DynamoDB", extra={"shard": self.shard_id, "partials": durable_copies})
 
     def health_fields(self) -> dict[str, Any]:
         return {

@@ -212,13 +212,19 @@ def query(
     resolution: Annotated[str, typer.Option(help="Window size: one of the configured resolutions.")] = "1m",
     from_: Annotated[str, typer.Option("--from", help="Start (ISO-8601, 'now', 'now-1h').")] = "now-15m",
     to: Annotated[str, typer.Option(help="End, exclusive (ISO-8601, 'now').")] = "now",
+    by: Annotated[str | None, typer.Option(help="Fold the groups onto one of the metric's `by` dimensions.")] = None,
     top: Annotated[int | None, typer.Option(help="Keep the N largest groups; fold the rest into __other__.")] = None,
+    rolling: Annotated[
+        str | None,
+        typer.Option(help="One rolling value over this span ending at --to (e.g. 5m), from the finest windows."),
+    ] = None,
     store: Annotated[Store, typer.Option(help="Where to read.")] = Store.dynamodb,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
 ) -> None:
     """Print the stored windows of a metric: every window in the range, zeros filled."""
-    from aggregations.query import read_metric
+    from aggregations.query import QueryError, read_metric, read_rolling
     from aggregations.store import StoreUnavailableError
+    from aggregations.windows import parse_duration_ms
     from streamkpi.app import Services
     from streamkpi.config import ConfigError
 
@@ -226,19 +232,31 @@ def query(
     services = Services(settings)
     try:
         res = services.config.resolution(resolution)
-        known = {m.name for m in services.config.metrics}
+        metrics = services.config.metric_set.by_name
     except ConfigError as exc:
         fail(str(exc))
-    if metric not in known:
-        fail(f"unknown metric {metric!r}; configured metrics: {', '.join(sorted(known))}")
+    if metric not in metrics:
+        fail(f"unknown metric {metric!r}; configured metrics: {', '.join(sorted(metrics))}")
+    dims = metrics[metric].by
     from_ms, to_ms = parse_time_ms(from_, "--from"), parse_time_ms(to, "--to")
-    if to_ms <= from_ms:
-        fail("--to must be after --from.")
-    if (to_ms - from_ms) // res.size_ms > 100_000:
-        fail(f"that range holds more than 100,000 {res.name} windows; narrow it or use a coarser --resolution.")
     backend = services.dynamodb_store if store is Store.dynamodb else services.redis_store
     try:
-        result = read_metric(backend, res, metric, from_ms, to_ms, top)
+        if rolling is not None:
+            try:
+                span_ms = parse_duration_ms(rolling)
+            except ValueError as exc:
+                fail(f"--rolling {rolling!r}: {exc}")
+            finest = services.config.resolutions[0]
+            result = read_rolling(backend, finest, metric, to_ms, span_ms, top, by, dims)
+            typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+            return
+        if to_ms <= from_ms:
+            fail("--to must be after --from.")
+        if (to_ms - from_ms) // res.size_ms > 100_000:
+            fail(f"that range holds more than 100,000 {res.name} windows; narrow it or use a coarser --resolution.")
+        result = read_metric(backend, res, metric, from_ms, to_ms, top, by, dims)
+    except QueryError as exc:
+        fail(str(exc))
     except StoreUnavailableError as exc:
         fail(f"{store.value} is not reachable ({exc}); is the stack up? Try `streamkpi local status`.", 1)
     if format is Format.json:

@@ -26,6 +26,7 @@ class ConfigError(ValueError):
 
 
 SINK_TYPES = ("firehose", "kinesis")
+DISTINCT_MAX_GROUPS = 20
 
 
 @dataclass(frozen=True)
@@ -296,9 +297,12 @@ def _metrics(table: Any, source: str) -> list[MetricDef]:
         where_filters = spec.get("where", {})
         if not isinstance(where_filters, dict):
             raise ConfigError(f'{where}.where: must be a table of "dotted.path" = value')
-        max_groups = spec.get("max_groups", 1000)
+        max_groups = spec.get("max_groups", DISTINCT_MAX_GROUPS if agg == "distinct" else 1000)
         if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
             raise ConfigError(f"{where}.max_groups: must be a whole number of at least 1")
+        if agg == "distinct" and max_groups > DISTINCT_MAX_GROUPS:
+            # Each group keeps 4 KiB of HyperLogLog registers and a DynamoDB item holds 400 KB.
+            raise ConfigError(f"{where}.max_groups: a distinct metric keeps at most {DISTINCT_MAX_GROUPS} groups")
         out.append(
             MetricDef(
                 name=name,

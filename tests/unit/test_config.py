@@ -43,7 +43,17 @@ def test_default_config_loads() -> None:
 
 def test_default_config_metrics() -> None:
     metrics = {m.name: m for m in load_config(None).metrics}
-    assert list(metrics) == ["events", "page_views", "donations", "donation_amount", "largest_donation", "signups"]
+    assert list(metrics) == [
+        "events",
+        "page_views",
+        "donations",
+        "donation_amount",
+        "largest_donation",
+        "distinct_users",
+        "signups",
+    ]
+    users = metrics["distinct_users"]
+    assert (users.agg, users.field, users.types, users.max_groups) == ("distinct", "userId", ("*",), 20)
     assert metrics["events"] == BUILTIN_EVENTS_METRIC
     assert (metrics["page_views"].agg, metrics["page_views"].types, metrics["page_views"].by) == (
         "count",
@@ -56,7 +66,7 @@ def test_default_config_metrics() -> None:
     assert (amount.agg, amount.field, amount.by, amount.types) == (
         "sum",
         "data.amount",
-        ("data.currency",),
+        ("data.currency", "data.charityId"),
         ("donation.made",),
     )
     assert (metrics["largest_donation"].agg, metrics["largest_donation"].field) == ("max", "data.amount")
@@ -80,8 +90,9 @@ def test_default_config_metric_set_routes_by_type() -> None:
         "donations",
         "donation_amount",
         "largest_donation",
+        "distinct_users",
     ]
-    assert [m.name for m in metric_set.for_type("click")] == ["events"]
+    assert [m.name for m in metric_set.for_type("click")] == ["events", "distinct_users"]
 
 
 def test_load_config_from_a_file(tmp_path: Path) -> None:
@@ -163,7 +174,7 @@ def test_unknown_agg() -> None:
     message = config_error('[metrics.x]\nagg = "median"\n')
     assert "metrics.x.agg" in message
     assert "'median'" in message
-    assert "count, max, min, sum" in message
+    assert "count, distinct, max, min, sum" in message
 
 
 @pytest.mark.parametrize("agg", ["sum", "min", "max"])
