@@ -280,6 +280,70 @@ def _print_table(result: dict) -> None:
     Console().print(table)
 
 
+# -- aggregates maintenance ------------------------------------------------------------------------
+
+
+@app.command("rebuild-cache")
+def rebuild_cache(
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO-8601, 'now', 'now-6h').")] = "now-6h",
+    to: Annotated[str, typer.Option(help="End, exclusive (ISO-8601, 'now').")] = "now",
+) -> None:
+    """Copy the aggregates of a range from DynamoDB into Redis (every resolution). Safe while workers run."""
+    from aggregations.repair import copy_range
+    from aggregations.store import StoreUnavailableError
+    from streamkpi.app import Services
+
+    settings = _settings()
+    services = Services(settings)
+    from_ms, to_ms = parse_time_ms(from_, "--from"), parse_time_ms(to, "--to")
+    if to_ms <= from_ms:
+        fail("--to must be after --from.")
+    try:
+        copied = copy_range(services.dynamodb_store, services.redis_store, services.config.resolutions, from_ms, to_ms)
+    except StoreUnavailableError as exc:
+        fail(f"{exc}; is the stack up? Try `streamkpi local status`.", 1)
+    typer.echo(f"copied {copied} shard partials from DynamoDB to Redis")
+
+
+@app.command("reset")
+def reset(
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO-8601).")],
+    to: Annotated[str, typer.Option(help="End, exclusive (ISO-8601).")],
+    metric: Annotated[str | None, typer.Option(help="Delete only this metric's values.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete the aggregates of every window overlapping a range, in DynamoDB and Redis.
+
+    Used before rebuilding from the archive: stop the workers, reset, replay the span printed here."""
+    from aggregations.query import iso
+    from aggregations.repair import replay_span, reset_range
+    from aggregations.store import StoreUnavailableError
+    from streamkpi.app import Services
+
+    settings = _settings()
+    services = Services(settings)
+    resolutions = services.config.resolutions
+    if metric is not None and metric not in services.config.metric_set.by_name:
+        fail(f"unknown metric {metric!r}; configured metrics: {', '.join(sorted(services.config.metric_set.by_name))}")
+    from_ms, to_ms = parse_time_ms(from_, "--from"), parse_time_ms(to, "--to")
+    if to_ms <= from_ms:
+        fail("--to must be after --from.")
+    span = replay_span(resolutions, from_ms, to_ms)
+    what = f"metric {metric!r}" if metric else "every metric"
+    if not yes and not typer.confirm(
+        f"Delete {what} in every window overlapping {iso(from_ms)} .. {iso(to_ms)} "
+        f"(whole windows: {iso(span[0])} .. {iso(span[1])}) in DynamoDB and Redis?"
+    ):
+        fail("nothing deleted.", 1)
+    try:
+        durable = reset_range(services.dynamodb_store, resolutions, from_ms, to_ms, metric)
+        hot = reset_range(services.redis_store, resolutions, from_ms, to_ms, metric)
+    except StoreUnavailableError as exc:
+        fail(f"{exc}; is the stack up? Try `streamkpi local status`.", 1)
+    typer.echo(f"reset {durable} DynamoDB and {hot} Redis window entries ({what})")
+    typer.echo(f"to rebuild, replay the archive for event times {iso(span[0])} .. {iso(span[1])}")
+
+
 # -- dead-letter queue ----------------------------------------------------------------------------
 
 dlq_app = typer.Typer(
