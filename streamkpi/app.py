@@ -69,7 +69,8 @@ class Services:
 
     @cached_property
     def redis_store(self) -> RedisStore:
-        return RedisStore(self.redis, self.config.resolutions)
+        # Keys are named after the metrics table, so apps (or test stacks) sharing one Redis never collide.
+        return RedisStore(self.redis, self.config.resolutions, prefix=f"skpi:{self.settings.metrics_table}")
 
     @cached_property
     def dead_letters(self) -> SqsDeadLetterQueue:
