@@ -14,6 +14,8 @@ COPY scripts/ scripts/
 COPY streamkpi/ streamkpi/
 COPY consumer/ consumer/
 COPY aggregations/ aggregations/
+COPY replay/ replay/
+COPY dashboard/ dashboard/
 
 # Java 17 JRE (Debian), the pinned Python dependencies and the sha256-pinned KCL jars; no redis-server,
 # the worker talks to a Redis elsewhere. Then drop apt's lists to keep the image small.

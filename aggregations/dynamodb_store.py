@@ -12,7 +12,9 @@ A write is a PutItem conditioned on the stored position not being newer.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
@@ -24,6 +26,7 @@ from aggregations.store import StoreUnavailableError, decode_metrics, encode_met
 from aggregations.windows import Resolution
 
 WINDOWS_PER_BUCKET = 1440
+WRITE_CONCURRENCY = 16
 
 
 class MetricItem(Model):
@@ -53,6 +56,7 @@ def make_model(table_name: str, region: str, host: str | None) -> type[MetricIte
             "billing_mode": "PAY_PER_REQUEST",
             "max_retry_attempts": 3,
             "connect_timeout_seconds": 5,
+            "max_pool_connections": WRITE_CONCURRENCY,
             "read_timeout_seconds": 10,
         },
     )
@@ -75,6 +79,7 @@ class DynamoDBStore:
         self.model = model
         self.resolutions = {r.name: r for r in resolutions}
         self.writes = 0
+        self._lock = threading.Lock()
 
     def _resolution(self, name: str) -> Resolution:
         try:
@@ -91,32 +96,40 @@ class DynamoDBStore:
         return {(i.resolution, int(i.window_start)): _to_partial(i) for i in items}
 
     def write(self, partials: Sequence[StoredPartial]) -> list[StoredPartial]:
-        stale = []
-        for partial in partials:
-            resolution = self._resolution(partial.resolution)
-            pk, sk = item_keys(resolution, partial.start_ms, partial.shard_id)
-            item = self.model(
-                pk,
-                sk,
-                shard=partial.shard_id,
-                resolution=partial.resolution,
-                window_start=partial.start_ms,
-                position=partial.position,
-                metrics=encode_metrics(partial.metrics),
-                expires_at=resolution.dynamodb_expiry_ms(partial.start_ms) // 1000,
-            )
-            condition = self.model.position.does_not_exist() | (self.model.position <= partial.position)
-            try:
-                item.save(condition=condition)
-                self.writes += 1
-            except PutError as exc:
-                if exc.cause_response_code == "ConditionalCheckFailedException":
-                    stale.append(partial)
-                    continue
-                raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc
-            except PynamoDBException as exc:
-                raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc
-        return stale
+        """Conditional puts cannot be batched, so they go out concurrently (a flush after a restart or a
+        burst of late events touches hundreds of windows)."""
+        if len(partials) <= 1:
+            return [p for p in partials if not self._write_one(p)]
+        with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(partials))) as pool:
+            accepted = list(pool.map(self._write_one, partials))
+        return [p for p, ok in zip(partials, accepted, strict=True) if not ok]
+
+    def _write_one(self, partial: StoredPartial) -> bool:
+        """Store one partial unless a newer position is stored; False when refused as stale."""
+        resolution = self._resolution(partial.resolution)
+        pk, sk = item_keys(resolution, partial.start_ms, partial.shard_id)
+        item = self.model(
+            pk,
+            sk,
+            shard=partial.shard_id,
+            resolution=partial.resolution,
+            window_start=partial.start_ms,
+            position=partial.position,
+            metrics=encode_metrics(partial.metrics),
+            expires_at=resolution.dynamodb_expiry_ms(partial.start_ms) // 1000,
+        )
+        condition = self.model.position.does_not_exist() | (self.model.position <= partial.position)
+        try:
+            item.save(condition=condition)
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc
+        except PynamoDBException as exc:
+            raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc
+        with self._lock:
+            self.writes += 1
+        return True
 
     def read(self, resolution: str, starts: Sequence[int]) -> dict[int, list[StoredPartial]]:
         res = self._resolution(resolution)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 import zlib
+from collections.abc import Mapping
 from hashlib import blake2b
 
 P = 12
@@ -23,11 +24,26 @@ _LOW_MASK = (1 << _LOW_BITS) - 1
 _ALPHA = 0.7213 / (1 + 1.079 / M)
 
 
+# Hashes of recently seen string values (user ids repeat): bounded, and cleared when full.
+_LOCATED_MAX = 65_536
+_located: dict[str, tuple[int, int]] = {}
+LOCATED: Mapping[str, tuple[int, int]] = _located  # read-only view for hot loops that inline `locate`
+
+
 def locate(value: object) -> tuple[int, int]:
     """(register index, rank) of one value: the hash's first P bits choose, the rest's leading zeros rank."""
+    if type(value) is str:
+        found = _located.get(value)
+        if found is not None:
+            return found
     text = value if isinstance(value, str) else repr(value)
     h = int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return h >> _LOW_BITS, _LOW_BITS - (h & _LOW_MASK).bit_length() + 1
+    found = h >> _LOW_BITS, _LOW_BITS - (h & _LOW_MASK).bit_length() + 1
+    if type(value) is str:
+        if len(_located) >= _LOCATED_MAX:
+            _located.clear()
+        _located[value] = found
+    return found
 
 
 def new() -> bytearray:

@@ -158,7 +158,7 @@ def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """Value at a dotted path, or _MISSING."""
     value: Any = event
     for part in path:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # a dict, nearly always: no ABC check
             return _MISSING
         value = value.get(part, _MISSING)
         if value is _MISSING:
@@ -178,6 +178,8 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 def _group_part(value: Any) -> str:
+    if type(value) is str:
+        return value  # what str() gives back
     if value is _MISSING or value is None:
         return "(none)"
     if isinstance(value, bool):
@@ -223,11 +225,31 @@ class MetricDef:
             value = raw if self.agg == "distinct" else to_decimal(raw)
             if value is None or value is _MISSING:
                 return None
-        if not self._by_paths:
+        by_paths = self._by_paths
+        if not by_paths:
             return ALL_GROUP, value
-        parts = [_group_part(lookup(event, p)) for p in self._by_paths]
-        group = parts[0] if len(parts) == 1 else "|".join(parts)
-        return group, value
+        if len(by_paths) == 1:
+            return _group_part(lookup(event, by_paths[0])), value
+        return "|".join([_group_part(lookup(event, p)) for p in by_paths]), value
+
+
+def plain_key(metric: MetricDef) -> tuple[str, str] | None:
+    """The one top-level field that alone decides a metric without `where`: ("group", key) when the
+    metric has no field and groups by that key, ("value", key) for a distinct of that key without `by`.
+    The hot path reads that key itself instead of calling group_and_value; None for other shapes."""
+    if metric._where_paths:
+        return None
+    by_paths, field_path = metric._by_paths, metric._field_path
+    if not field_path and len(by_paths) == 1 and len(by_paths[0]) == 1:
+        return "group", by_paths[0][0]
+    if metric.agg == "distinct" and not by_paths and len(field_path) == 1:
+        return "value", field_path[0]
+    return None
+
+
+# For hot loops that inline group_and_value: the group name of a field's value, and "field absent".
+group_part = _group_part
+MISSING = _MISSING
 
 
 BUILTIN_EVENTS_METRIC = MetricDef(name="events", agg="count", by=("eventType",), max_groups=1000)

@@ -14,11 +14,23 @@ function of the shard's records up to P, so
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aggregations.metrics import AGGREGATORS, OTHER_GROUP, MetricSet
+from aggregations import hll
+from aggregations.metrics import (
+    AGGREGATORS,
+    ALL_GROUP,
+    MISSING,
+    OTHER_GROUP,
+    CountAggregator,
+    DistinctAggregator,
+    MetricDef,
+    MetricSet,
+    group_part,
+    plain_key,
+)
 from aggregations.windows import Resolution
 
 Position = tuple[int, int, int]  # (sequenceNumber, subSequenceNumber, index in record)
@@ -28,6 +40,11 @@ StoreName = Literal["dynamodb", "redis"]
 # Kinesis sequence numbers are decimal strings of up to 129 digits: wider than a DynamoDB Number.
 # Fixed-width zero padding makes string order equal numeric order, in DynamoDB conditions and in Lua.
 _SEQ_WIDTH, _SUB_WIDTH, _INDEX_WIDTH = 130, 20, 10
+_BOTH_STORES: frozenset[str] = frozenset(("dynamodb", "redis"))
+# How a metric's values are folded: the two common aggregators inline, any other through its methods.
+_COUNT, _DISTINCT, _GENERIC = 0, 1, 2
+# Per metric: (name, fold kind, the top-level key that alone decides it or None, group_and_value, metric).
+_Plan = tuple[tuple[str, int, str | None, Callable[[Mapping[str, Any]], tuple[str, Any] | None], MetricDef], ...]
 
 
 def encode_position(position: Position) -> str:
@@ -77,6 +94,11 @@ class ShardAggregates:
         self.resolutions = tuple(resolutions)
         self._partials: dict[WindowKey, _Partial] = {}
         self._tick = 0
+        # Hot-path caches (results are the same without them): per event type, the metrics that apply
+        # and how to fold them; per resolution, the window the last event fell into.
+        self._plans: dict[str, _Plan] = {}
+        self._recent: list[tuple[int, int, _Partial] | None] = [None] * len(self.resolutions)
+        self._sizes = tuple((r.name, r.size_ms) for r in self.resolutions)
 
     def __len__(self) -> int:
         return len(self._partials)
@@ -87,6 +109,19 @@ class ShardAggregates:
     def missing(self, keys: Iterable[WindowKey]) -> list[WindowKey]:
         """Keys that must be loaded from the durable store before events may be folded into them."""
         return sorted({k for k in keys if k not in self._partials})
+
+    def span(self, event_ms: int) -> tuple[int, int, list[WindowKey]]:
+        """The event times [low, high) that fall into the same window of every resolution as `event_ms`,
+        and the keys of those windows that are not in memory (`missing` must load them first)."""
+        partials = self._partials
+        low, high = event_ms, event_ms + 1
+        absent = []
+        for index, (name, size) in enumerate(self._sizes):
+            start = event_ms - event_ms % size
+            if (name, start) not in partials:
+                absent.append((name, start))
+            low, high = (start, start + size) if index == 0 else (max(low, start), min(high, start + size))
+        return low, high, absent
 
     def install(self, key: WindowKey, stored: StoredPartial | None) -> None:
         """Adopt the durable partial (or an empty one) as the starting point of a window."""
@@ -106,32 +141,199 @@ class ShardAggregates:
                 agg = metric.aggregator
                 partial.groups[name] = {g: agg.decode(v) for g, v in body["groups"].items()}
         self._partials[key] = partial
+        self._recent = [None] * len(self.resolutions)
+
+    def _plan(self, event_type: str) -> _Plan:
+        plan = []
+        for metric in self.metrics.for_type(event_type):
+            kind = type(metric.aggregator)
+            fold = _COUNT if kind is CountAggregator else _DISTINCT if kind is DistinctAggregator else _GENERIC
+            shape = plain_key(metric)
+            key = None
+            if shape is not None and (shape[0], fold) in (("group", _COUNT), ("value", _DISTINCT)):
+                key = shape[1]
+            plan.append((metric.name, fold, key, metric.group_and_value, metric))
+        found = tuple(plan)
+        if len(self._plans) < 100_000:
+            self._plans[event_type] = found
+        return found
 
     def add(self, event: Mapping[str, Any], event_type: str, event_ms: int, position: Position) -> bool:
         """Fold one valid event into every resolution's window. False if all were already included."""
+        plan = self._plans.get(event_type)
+        if plan is None:
+            plan = self._plan(event_type)
         contributions = []
-        for metric in self.metrics.for_type(event_type):
-            found = metric.group_and_value(event)
+        for _, kind, _, extract, metric in plan:
+            found = extract(event)
             if found is not None:
-                contributions.append((metric, found[0], found[1]))
+                group, value = found
+                if kind == _DISTINCT:
+                    value = hll.locate(value)  # (register, rank): hashed once, folded into every resolution
+                contributions.append((metric, kind, group, value))
         self._tick += 1
+        tick = self._tick
         applied = False
-        for resolution in self.resolutions:
-            partial = self._partials[(resolution.name, event_ms - event_ms % resolution.size_ms)]
-            if partial.skip_until is not None and position <= partial.skip_until:
+        recent = self._recent
+        for i, (name, size) in enumerate(self._sizes):
+            window = recent[i]
+            if window is not None and window[0] <= event_ms < window[1]:
+                partial = window[2]
+            else:
+                start = event_ms - event_ms % size
+                partial = self._partials[(name, start)]
+                recent[i] = (start, start + size, partial)
+            skip_until = partial.skip_until
+            if skip_until is not None and position <= skip_until:
                 continue
-            for metric, group, value in contributions:
-                groups = partial.groups.setdefault(metric.name, {})
-                agg = metric.aggregator
-                if group not in groups and len(groups) >= metric.max_groups:
-                    group = OTHER_GROUP
+            metric_groups = partial.groups
+            for metric, kind, group, value in contributions:
+                groups = metric_groups.get(metric.name)
+                if groups is None:
+                    groups = metric_groups[metric.name] = {}
                 current = groups.get(group)
-                groups[group] = agg.add(agg.initial() if current is None else current, value)
+                if current is None and group not in groups and len(groups) >= metric.max_groups:
+                    group = OTHER_GROUP
+                    current = groups.get(group)
+                if kind == _COUNT:  # CountAggregator.add
+                    groups[group] = (0 if current is None else current) + 1
+                elif kind == _DISTINCT:  # hll.add with the located register
+                    if current is None:
+                        current = groups[group] = hll.new()
+                    index, rank = value
+                    if current[index] < rank:
+                        current[index] = rank
+                else:
+                    agg = metric.aggregator
+                    groups[group] = agg.add(agg.initial() if current is None else current, value)
             partial.position = position
-            partial.dirty = {"dynamodb", "redis"}
-            partial.touched = self._tick
+            if partial.dirty != _BOTH_STORES:
+                partial.dirty = {"dynamodb", "redis"}
+            partial.touched = tick
             applied = True
         return applied
+
+    def fold(self, events: Sequence[tuple[Any, ...]]) -> list[int]:
+        """`add` of every item `(event, event_type, event_ms, position, ...)` in order, with the same result.
+
+        Returns the indexes of the items `add` would have returned False for (already included).
+        Consecutive events that fall into the same windows of every resolution (nearly all of a batch)
+        are summed once per metric and group, then added to each of those windows; windows loaded with
+        a stored position (a replay after a restart) take the events one by one through `add`.
+        """
+        included: list[int] = []
+        partials = self._partials
+        plans = self._plans
+        locate = hll.locate
+        windows: list[_Partial] = []
+        low = high = 0  # the event times [low, high) that fall into `windows`
+        one_by_one = False
+        pending: dict[str, Any] = {}  # metric name -> its sums per group, in the order they appeared
+        kinds: dict[str, tuple[int, MetricDef]] = {}
+        located = hll.LOCATED
+        folded = 0  # events summed in `pending`
+        position: Position | None = None
+        for i, item in enumerate(events):
+            event, event_type, event_ms = item[0], item[1], item[2]
+            if not low <= event_ms < high:
+                if folded:
+                    assert position is not None
+                    self._apply(windows, pending, kinds, position)
+                    pending, folded = {}, 0
+                starts = [(name, event_ms - event_ms % size, size) for name, size in self._sizes]
+                windows = [partials[(name, start)] for name, start, _ in starts]
+                low = max(start for _, start, _ in starts)
+                high = min(start + size for _, start, size in starts)
+                one_by_one = any(w.skip_until is not None for w in windows)
+            if one_by_one:
+                if not self.add(event, event_type, event_ms, item[3]):
+                    included.append(i)
+                continue
+            plan = plans.get(event_type)
+            if plan is None:
+                plan = self._plan(event_type)
+            plain = type(event) is dict
+            for name, kind, key, extract, metric in plan:
+                if key is not None and plain:  # group_and_value, inline
+                    value = event.get(key, MISSING)
+                    if kind == _COUNT:
+                        group = value if type(value) is str else group_part(value)
+                    elif value is None or value is MISSING:
+                        continue
+                    else:
+                        group = ALL_GROUP
+                else:
+                    found = extract(event)
+                    if found is None:
+                        continue
+                    group, value = found
+                sums: Any = pending.get(name)
+                if sums is None:
+                    sums = pending[name] = [] if kind == _GENERIC else {}
+                    kinds[name] = (kind, metric)
+                if kind == _COUNT:
+                    sums[group] = sums.get(group, 0) + 1
+                elif kind == _DISTINCT:
+                    index, rank = (type(value) is str and located.get(value)) or locate(value)
+                    ranks = sums.get(group)
+                    if ranks is None:
+                        sums[group] = {index: rank}
+                    elif ranks.get(index, 0) < rank:
+                        ranks[index] = rank
+                else:
+                    sums.append((group, value))  # folded in order: an aggregator may care about it
+            self._tick += 1
+            folded += 1
+            position = item[3]
+        if folded:
+            assert position is not None
+            self._apply(windows, pending, kinds, position)
+        return included
+
+    def _apply(
+        self,
+        windows: list[_Partial],
+        pending: dict[str, Any],
+        kinds: dict[str, tuple[int, MetricDef]],
+        position: Position,
+    ) -> None:
+        """Add summed contributions to each window as `add` would have, event by event."""
+        for partial in windows:
+            metric_groups = partial.groups
+            for name, sums in pending.items():
+                kind, metric = kinds[name]
+                groups = metric_groups.get(name)
+                if groups is None:
+                    groups = metric_groups[name] = {}
+                max_groups = metric.max_groups
+                if kind == _GENERIC:
+                    agg = metric.aggregator
+                    for group, value in sums:
+                        current = groups.get(group)
+                        if current is None and group not in groups and len(groups) >= max_groups:
+                            group = OTHER_GROUP
+                            current = groups.get(group)
+                        groups[group] = agg.add(agg.initial() if current is None else current, value)
+                    continue
+                # Groups in the order they first appeared: a group past max_groups goes to OTHER_GROUP
+                # exactly when it would have event by event.
+                for group, summed in sums.items():
+                    current = groups.get(group)
+                    if current is None and group not in groups and len(groups) >= max_groups:
+                        group = OTHER_GROUP
+                        current = groups.get(group)
+                    if kind == _COUNT:
+                        groups[group] = (0 if current is None else current) + summed
+                    else:
+                        if current is None:
+                            current = groups[group] = hll.new()
+                        for index, rank in summed.items():
+                            if current[index] < rank:
+                                current[index] = rank
+            partial.position = position
+            if partial.dirty != _BOTH_STORES:
+                partial.dirty = {"dynamodb", "redis"}
+            partial.touched = self._tick
 
     def dirty(self, store: StoreName) -> list[StoredPartial]:
         return [self._snapshot(k, p) for k, p in self._partials.items() if store in p.dirty]
@@ -162,6 +364,7 @@ class ShardAggregates:
         clean = sorted((p.touched, k) for k, p in self._partials.items() if not p.dirty)
         for _, key in clean[:excess]:
             del self._partials[key]
+        self._recent = [None] * len(self.resolutions)
         return min(excess, len(clean))
 
     def _snapshot(self, key: WindowKey, partial: _Partial) -> StoredPartial:

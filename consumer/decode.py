@@ -19,6 +19,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 # zlib streams start with 0x78 and a check byte; JSON text never starts with 'x'.
 ZLIB_HEADERS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 DEFAULT_MAX_INFLATED_BYTES = 8 * 1024 * 1024
+_COMPRESSED_FIRST_BYTES = frozenset((GZIP_MAGIC[:1], ZLIB_HEADERS[0][:1]))
+_UNREAD: Any = object()  # a line not read yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +89,41 @@ def _classify_parse_failure(text: bytes) -> tuple[Reason, str]:
 
 def decode_record(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Decoded:
     """Split one record's data into JSON objects and rejections (indices count events in the record)."""
-    inflated = inflate(data, max_inflated_bytes)
+    objects, rejections = decode_parts(data, max_inflated_bytes)
+    return Decoded(objects, rejections)
+
+
+def decode_parts(
+    data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> tuple[list[tuple[int, dict[str, Any]]], list[Rejection]]:
+    """`decode_record` for the hot path: (objects, rejections) without the Decoded wrapper."""
+    # Only gzip (0x1f 0x8b) and zlib (0x78 ..) payloads are inflated: other first bytes pass as they are.
+    inflated = inflate(data, max_inflated_bytes) if data[:1] in _COMPRESSED_FIRST_BYTES else data
     if isinstance(inflated, Rejection):
-        return Decoded([], [inflated])
+        return [], [inflated]
+    if b"\n" in inflated:
+        lines = [line for line in inflated.split(b"\n") if line.strip()]
+        if len(lines) > 1:
+            try:
+                first = orjson.loads(lines[0])
+            except orjson.JSONDecodeError:
+                first = _UNREAD
+            if first is not _UNREAD:
+                # After a whole JSON value only whitespace may follow, so two or more non-blank lines
+                # whose first is one are no JSON document: NDJSON, without failing to read it whole first.
+                decoded = _decode_ndjson(inflated, lines, first)
+                return decoded.objects, decoded.rejections
     try:
         parsed = orjson.loads(inflated)
     except orjson.JSONDecodeError:
-        return _decode_ndjson(inflated)
+        decoded = _decode_ndjson(inflated)
+        return decoded.objects, decoded.rejections
     if isinstance(parsed, dict):
-        return Decoded([(0, parsed)], [])
+        return [(0, parsed)], []
     if isinstance(parsed, list):
+        objects = [(index, item) for index, item in enumerate(parsed) if isinstance(item, dict)]
+        if len(objects) == len(parsed):
+            return objects, []
         objects, rejections = [], []
         for index, item in enumerate(parsed):
             if isinstance(item, dict):
@@ -107,23 +134,28 @@ def decode_record(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BY
                 except orjson.JSONEncodeError:  # nested deeper than orjson writes: keep the whole record
                     payload = inflated
                 rejections.append(Rejection(index, Reason.NOT_OBJECT, f"array element is {_kind(item)}", payload))
-        return Decoded(objects, rejections)
-    return Decoded([], [Rejection(0, Reason.NOT_OBJECT, f"record is {_kind(parsed)}", inflated)])
+        return objects, rejections
+    return [], [Rejection(0, Reason.NOT_OBJECT, f"record is {_kind(parsed)}", inflated)]
 
 
-def _decode_ndjson(text: bytes) -> Decoded:
-    lines = [line for line in text.split(b"\n") if line.strip()]
+def _decode_ndjson(text: bytes, lines: list[bytes] | None = None, first: Any = _UNREAD) -> Decoded:
+    """`text` as NDJSON; `lines` are its non-blank lines and `first` the first one read, if done already."""
+    if lines is None:
+        lines = [line for line in text.split(b"\n") if line.strip()]
     if len(lines) <= 1:
         reason, detail = _classify_parse_failure(text)
         return Decoded([], [Rejection(0, reason, detail, text)])
     objects, rejections = [], []
     for index, line in enumerate(lines):
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            reason, detail = _classify_parse_failure(line)
-            rejections.append(Rejection(index, reason, f"line {index + 1}: {detail}", line))
-            continue
+        if index == 0 and first is not _UNREAD:
+            item = first
+        else:
+            try:
+                item = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                reason, detail = _classify_parse_failure(line)
+                rejections.append(Rejection(index, reason, f"line {index + 1}: {detail}", line))
+                continue
         if isinstance(item, dict):
             objects.append((index, item))
         else:

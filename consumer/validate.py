@@ -60,7 +60,26 @@ class TimestampError(ValueError):
 
 def parse_timestamp_ms(value: Any) -> int:
     """ISO-8601 with `Z` or an offset (`T` or space), or epoch seconds / milliseconds -> epoch ms."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise TimestampError(f"{value[:64]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            raise TimestampError(f"{value[:64]!r} has no UTC offset (add Z or +hh:mm)")
+        since = parsed - _EPOCH  # floor to whole milliseconds, as `since // _MS` does, in plain ints
+        return (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
+    if kind is int:
+        return value * 1000 if -_SECONDS_LIMIT < value < _SECONDS_LIMIT else value
+    if kind is float and -_SECONDS_LIMIT < value < _SECONDS_LIMIT:
+        # Epoch seconds with at most 3 decimals (what clients send): the whole milliseconds whose
+        # quotient by 1000 rounds to exactly this double. Below 1e11 doubles are closer than 0.001 s
+        # apart, so the float's shortest repr is that quotient, and the exact path below gives the same.
+        ms = round(value * 1000)
+        if ms / 1000 == value:
+            return ms
+    if isinstance(value, str):  # a str subclass
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -78,24 +97,60 @@ def parse_timestamp_ms(value: Any) -> int:
     return value * 1000 if abs(value) < _SECONDS_LIMIT else value
 
 
-def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> Valid | Invalid:
-    event_type = event.get("eventType")
+# Event type names that passed EVENT_TYPE already (bounded): the regex runs once per name.
+_GOOD_TYPES: set[str] = set()
+_GOOD_TYPES_MAX = 100_000
+_NO_VALUE = object()
+_fromisoformat = datetime.fromisoformat
+assert _OPTIONAL_STRINGS == ("eventId", "userId", "sessionId")  # check_event has them unrolled
+
+
+def check_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> tuple[str, int] | Invalid:
+    """`validate_event` for the hot path: (event type, event time in ms) when valid."""
+    get = event.get
+    event_type = get("eventType")
     if event_type is None:
         return Invalid(Reason.MISSING_FIELD, "eventType is missing")
-    if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
-        return Invalid(Reason.WRONG_TYPE, "eventType must be a string of 1-128 letters, digits and ._:- characters")
-    if "timestamp" not in event:
+    if type(event_type) is not str or event_type not in _GOOD_TYPES:
+        if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
+            return Invalid(Reason.WRONG_TYPE, "eventType must be a string of 1-128 letters, digits and ._:- characters")
+        if type(event_type) is str and len(_GOOD_TYPES) < _GOOD_TYPES_MAX:
+            _GOOD_TYPES.add(event_type)
+    timestamp = get("timestamp", _NO_VALUE)
+    if timestamp is _NO_VALUE:
         return Invalid(Reason.MISSING_FIELD, "timestamp is missing")
-    try:
-        event_ms = parse_timestamp_ms(event["timestamp"])
-    except TimestampError as exc:
-        return Invalid(Reason.BAD_TIMESTAMP, str(exc))
-    for name in _OPTIONAL_STRINGS:
-        value = event.get(name)
-        if value is not None and not isinstance(value, str):
-            return Invalid(Reason.WRONG_TYPE, f"{name} must be a string")
-    data = event.get("data")
-    if data is not None and not isinstance(data, dict):
+    # parse_timestamp_ms, with its two commonest cases inline.
+    kind = type(timestamp)
+    if kind is int:
+        event_ms = timestamp * 1000 if -_SECONDS_LIMIT < timestamp < _SECONDS_LIMIT else timestamp
+    else:
+        if kind is str:
+            try:
+                parsed = _fromisoformat(timestamp)
+            except ValueError:
+                parsed = None
+        else:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            since = parsed - _EPOCH
+            event_ms = (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
+        else:
+            try:
+                event_ms = parse_timestamp_ms(timestamp)
+            except TimestampError as exc:
+                return Invalid(Reason.BAD_TIMESTAMP, str(exc))
+    # The optional strings (_OPTIONAL_STRINGS), unrolled.
+    value = get("eventId")
+    if value is not None and type(value) is not str and not isinstance(value, str):
+        return Invalid(Reason.WRONG_TYPE, "eventId must be a string")
+    value = get("userId")
+    if value is not None and type(value) is not str and not isinstance(value, str):
+        return Invalid(Reason.WRONG_TYPE, "userId must be a string")
+    value = get("sessionId")
+    if value is not None and type(value) is not str and not isinstance(value, str):
+        return Invalid(Reason.WRONG_TYPE, "sessionId must be a string")
+    data = get("data")
+    if data is not None and type(data) is not dict and not isinstance(data, dict):
         return Invalid(Reason.WRONG_TYPE, "data must be an object")
     if event_ms < arrival_ms - rules.max_age_ms:
         return Invalid(Reason.TOO_OLD, f"event time is {(arrival_ms - event_ms) // 1000}s before arrival")
@@ -109,4 +164,11 @@ def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> V
             return Invalid(Reason.SCHEMA, str(exc))
     elif rules.strict_types and not _known(event_type, rules):
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
-    return Valid(event_type, event_ms)
+    return event_type, event_ms
+
+
+def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> Valid | Invalid:
+    verdict = check_event(event, arrival_ms, rules)
+    if isinstance(verdict, Invalid):
+        return verdict
+    return Valid(*verdict)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, idempotently: Java 17 and redis-server (Debian packages), the Python
-# environment (.venv) with the pinned dependencies, and amazon_kclpy with the KCL 2.5.8 jars
-# (pinned by sha256). Called by `make setup`, `make demo`, `make test` and the Dockerfile.
+# Installs what is missing, idempotently: Java 17 and redis-server (Debian packages; with --browser also
+# chromium and chromium-driver, for the dashboard's browser tests), the Python environment (.venv) with
+# the pinned dependencies, and amazon_kclpy with the KCL 2.5.8 jars (pinned by sha256). Called by
+# `make setup`, `make demo`, `make test` and the Dockerfile.
 #
 #   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis]
 #
@@ -55,11 +56,17 @@ if [ "$want_system" = 1 ]; then
   java_ok || missing+=(openjdk-17-jre-headless)
   if [ "$want_redis" = 1 ]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
   if [ "$want_browser" = 1 ]; then
+    # Debian's chromium and its matching chromedriver: the dashboard's browser tests drive them (selenium).
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then install_debian "${missing[@]}"; fi
   java_ok || die "Java 17+ is still not on PATH after installing openjdk-17-jre-headless."
   if [ "$want_redis" = 1 ]; then command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH."; fi
+  if [ "$want_browser" = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || die "chromium is still not on PATH after installing it."
+    command -v chromedriver >/dev/null 2>&1 || die "chromedriver is still not on PATH after installing chromium-driver."
+  fi
 fi
 
 if [ "$want_python" = 1 ]; then

@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import orjson
 import typer
 
+from dashboard.cli import dashboard_app
 from streamkpi.settings import Settings, SettingsError, settings_table_markdown
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 local_app = typer.Typer(help="The embedded local stack: moto (AWS stand-in) and redis-server.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
+app.add_typer(dashboard_app, name="dashboard")
 
 
 class Store(StrEnum):
@@ -137,6 +139,13 @@ def generate(
     invalid_fraction: Annotated[float, typer.Option(help="Fraction of invalid events (0-1).", min=0, max=1)] = 0.02,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible stream of events.")] = None,
     truth: Annotated[Path | None, typer.Option(help="Write expected per-type per-minute counts here.")] = None,
+    late_fraction: Annotated[
+        float, typer.Option(help="Fraction of valid events stamped 1-120 minutes before they are sent.", min=0, max=1)
+    ] = 0.0,
+    events_out: Annotated[
+        Path | None,
+        typer.Option(help="Write every valid event as sent, with its identity, here (NDJSON) for checkers."),
+    ] = None,
     start: Annotated[str | None, typer.Option(help="Event time of the first event (ISO); default now.")] = None,
     stream: Annotated[str | None, typer.Option(help="Stream to send to; default STREAMKPI_STREAM.")] = None,
 ) -> None:
@@ -157,6 +166,8 @@ def generate(
             invalid_fraction=invalid_fraction,
             seed=seed,
             truth_path=truth,
+            late_fraction=late_fraction,
+            events_path=events_out,
             start_ms=start_ms,
             now_ms=lambda: int(time.time() * 1000),
         )
@@ -513,6 +524,13 @@ def dlq_redrive(
         )
     if result.kept.get(dlq_admin.PUT_FAILED) or result.not_deleted:
         raise typer.Exit(1)
+
+
+# -- replay from the archive (replay/cli.py) ------------------------------------------------------
+from replay.cli import rebuild_command, replay_command  # noqa: E402 - registered here, kept light (typer only)
+
+app.command("replay")(replay_command)
+app.command("rebuild")(rebuild_command)
 
 
 def main() -> None:

@@ -6,8 +6,10 @@ stops the parts in order (traffic, worker gracefully, then the stack if the demo
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,39 @@ from streamkpi import local_stack
 from streamkpi.settings import Settings
 
 WORKER_GRACE_SECONDS = 60.0
+DASHBOARD_PORT = 8080  # when it is free on 127.0.0.1; otherwise any free port
+DASHBOARD_START_SECONDS = 20.0
+
+
+def dashboard_port(preferred: int = DASHBOARD_PORT) -> int:
+    """`preferred` if nothing listens on it on 127.0.0.1, else a free port the system picks."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            # As the server binds (SO_REUSEADDR): connections of an earlier run in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def wait_for_dashboard(port: int, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """True once the dashboard on 127.0.0.1:`port` answers /healthz (False if it exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return True
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.2)
+    return False
 
 
 @dataclass
@@ -61,15 +96,25 @@ class Demo:
             ["generate", "--rate", str(self.rate), "--duration", "31536000",
              "--invalid-fraction", str(self.invalid_fraction)],
         )  # fmt: skip
+        port = dashboard_port()
+        dashboard = self._spawn("dashboard", ["dashboard", "serve", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}/"
+        dashboard_ready = wait_for_dashboard(port, dashboard.process, DASHBOARD_START_SECONDS)
         state = Path(self.settings.state_dir)
         self.say("streamkpi demo is running:")
         for row in local_stack.status(self.settings):
             self.say(f"  {row.name:<9} pid={row.pid:<8} {row.address}")
         self.say(f"  worker    pid={worker.process.pid:<8} logs: {worker.log}")
         self.say(f"  traffic   pid={traffic.process.pid:<8} {self.rate:g} events/s, logs: {traffic.log}")
+        self.say(f"  dashboard {url} (pid {dashboard.process.pid}, /metrics for Prometheus, logs: {dashboard.log})")
+        if not dashboard_ready:
+            self.say(
+                f"  warning: the dashboard did not answer within {DASHBOARD_START_SECONDS:g} s; see {dashboard.log}"
+            )
         self.say("Look at the numbers (counts appear within about 30 seconds):")
         self.say("  .venv/bin/streamkpi query --metric events --from now-5m")
         self.say("  .venv/bin/streamkpi query --metric donation_amount --store redis --from now-5m")
+        self.say(f"Open the live dashboard: {url}")
         self.say(f"State, logs and settings are under {state}/. Press Ctrl-C to stop everything.")
 
     def watch(self, stop_requested: Callable[[], bool]) -> int:
@@ -84,7 +129,7 @@ class Demo:
         return 0
 
     def stop(self) -> None:
-        for part in reversed(self.parts):  # traffic first, then the worker
+        for part in reversed(self.parts):  # the dashboard first, then traffic, then the worker
             if part.process.poll() is None:
                 part.process.send_signal(signal.SIGTERM)
                 try:

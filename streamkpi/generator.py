@@ -1,9 +1,21 @@
 """Synthetic traffic for `streamkpi generate`: browser and business events, and what the consumer must make of them.
 
-Pure: no I/O and no wall clock. Event number i has event time `start_ms + floor(i * 1000 / rate)`, so a
-seed and a start time fix every byte. Each record comes with its plan (index in the record, event type and
-time, or the reason the consumer will reject it) and `Truth` folds the plans of the records that were
-actually put into the counts the consumer must end up with.
+Pure: no I/O and no wall clock. Event number i is sent at `start_ms + floor(i * 1000 / rate)`, which is
+also its event time unless it is late, so a seed and a start time fix every byte. Each record comes with its
+plan (index in the record, event type and time, or the reason the consumer will reject it) and `Truth`
+folds the plans of the records that were actually put into the counts the consumer must end up with.
+
+Time-based kinds (late events, `in_future`, `too_old`) are planned against the send time, which the
+consumer sees as the record's arrival time: they assume the events are sent when their send time comes
+(the producer's pacing with the default start, "now"). Their margins are hours (`in_future`: 1-3 h ahead
+with a 5 min skew) and a year (`too_old`: about 4 years back where the longest retention is 3 years and a
+day), so a slow put, a retry or the seconds a record waits for its batch cannot change a verdict.
+
+The valid events themselves, with their identities, can be written next to the truth (`Truth.events_out`,
+`streamkpi generate --events-out FILE`): one NDJSON line per valid event,
+`{"id": "<shard>/<seq>/0/<index>", "event_ms": <planned event time>, "event": <the object as sent>}`,
+where `event` is the event's exact JSON text (amounts keep their spelling, e.g. 25.00), so an
+independent checker can recompute every metric.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -24,7 +36,16 @@ from aggregations.windows import window_start
 from consumer.reasons import Reason
 
 MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
 DEFAULT_USERS = 500
+# A late event's time is this far before its send time: older windows, but well inside every retention
+# (the 1m resolution keeps 48 h in DynamoDB and 6 h in Redis).
+LATE_MS = (MINUTE_MS, 120 * MINUTE_MS)
+# `in_future`: this far after the record's send time (the consumer allows 5 min of skew).
+IN_FUTURE_MS = (HOUR_MS, 3 * HOUR_MS)
+# `too_old`: about 4 years before the send time (the longest retention, 1d, keeps 3 years and a day).
+TOO_OLD_MS = (4 * 365 * DAY_MS, 4 * 365 * DAY_MS + 30 * DAY_MS)
 
 # (eventType, weight): low-level interaction events dominate, business events are rare.
 EVENT_WEIGHTS: tuple[tuple[str, float], ...] = (
@@ -60,6 +81,8 @@ INVALID_WEIGHTS: tuple[tuple[str, float], ...] = (
     (Reason.MISSING_FIELD.value, 25),
     (Reason.BAD_TIMESTAMP.value, 25),
     (Reason.WRONG_TYPE.value, 25),
+    (Reason.IN_FUTURE.value, 15),
+    (Reason.TOO_OLD.value, 10),
 )
 INVALID_REASONS = tuple(reason for reason, _ in INVALID_WEIGHTS)
 
@@ -105,6 +128,8 @@ class PlannedEvent:
     event_type: str | None  # None when invalid: nothing gets counted
     event_ms: int | None
     reason: str | None = None  # None = valid
+    late: bool = False  # valid, with an event time 1-120 min before its send time
+    body: bytes = field(default=b"", compare=False, repr=False)  # a valid event's JSON exactly as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,20 +196,25 @@ class EventGenerator:
         rate: float,
         invalid_fraction: float = 0.0,
         users: int = DEFAULT_USERS,
+        late_fraction: float = 0.0,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be above zero events per second, not {rate}")
         if not 0 <= invalid_fraction <= 1:
             raise ValueError(f"invalid_fraction must be between 0 and 1, not {invalid_fraction}")
+        if not 0 <= late_fraction <= 1:
+            raise ValueError(f"late_fraction must be between 0 and 1, not {late_fraction}")
         if users < 1:
             raise ValueError("users must be at least 1")
         self.seed = seed if seed is not None else random.SystemRandom().getrandbits(63)
         self.start_ms = start_ms
         self.rate = rate
         self.invalid_fraction = invalid_fraction
+        self.late_fraction = late_fraction
         self.users = users
 
     def event_ms(self, number: int) -> int:
+        """Send time of event `number`; also its event time unless it is late or invalid on purpose."""
         return self.start_ms + math.floor(number * 1000 / self.rate)
 
     def __iter__(self) -> Iterator[PlannedRecord]:
@@ -211,19 +241,31 @@ class EventGenerator:
                 size = min(size, count - number)
             objects: list[dict[str, Any]] = []
             plans: list[PlannedEvent] = []
+            ahead: list[tuple[dict[str, Any], int, str]] = []  # in_future events: (event, ms after send, style)
             while len(objects) < size and reason not in RECORD_LEVEL:
                 event_ms = self.event_ms(number)
+                late = reason is None and bool(self.late_fraction) and rng.random() < self.late_fraction
+                if late:
+                    event_ms -= rng.randint(*LATE_MS)
                 event_type = self._next_type(rng, user)
                 event = self._event(rng, user, event_type, event_ms)
                 if reason is None:
-                    plans.append(PlannedEvent(len(objects), event_type, event_ms))
+                    body = orjson.dumps(event)
+                    plans.append(PlannedEvent(len(objects), event_type, event_ms, late=late, body=body))
+                elif reason == Reason.IN_FUTURE.value:
+                    # Judged against the record's send time, known once the record is complete.
+                    ahead.append((event, rng.randint(*IN_FUTURE_MS), _pick(rng, TIMESTAMP_STYLES)))
+                    plans.append(PlannedEvent(len(objects), None, None, reason))
                 else:
                     _corrupt(rng, event, reason, event_ms)
                     plans.append(PlannedEvent(len(objects), None, None, reason))
                 objects.append(event)
                 number += 1
                 reason = self._draw_reason(rng)
-            yield PlannedRecord(user.user_id, _encode(rng, form, objects), plans, self.event_ms(number - 1))
+            send_ms = self.event_ms(number - 1)
+            for event, after_ms, style in ahead:
+                event["timestamp"] = format_timestamp(send_ms + after_ms, style)
+            yield PlannedRecord(user.user_id, _encode(rng, form, objects), plans, send_ms)
 
     # -- drawing ----------------------------------------------------------------------------------
 
@@ -341,6 +383,9 @@ def _corrupt(rng: random.Random, event: dict[str, Any], reason: str, event_ms: i
             event["eventType"] = rng.choice((42, "page view", ["click"]))
         else:
             event["sessionId"] = {"id": event["sessionId"]}
+    elif reason == Reason.TOO_OLD.value:
+        # The record is sent at or after event_ms, so the event is at least this old on arrival.
+        event["timestamp"] = format_timestamp(event_ms - rng.randint(*TOO_OLD_MS), _pick(rng, TIMESTAMP_STYLES))
     else:
         raise ValueError(f"{reason!r} is not a field-level reason")
 
@@ -385,15 +430,21 @@ def _encode(rng: random.Random, form: str, objects: list[dict[str, Any]]) -> byt
 
 @dataclass
 class Truth:
-    """The counts and rejections the consumer must produce for the records that were put."""
+    """The counts and rejections the consumer must produce for the records that were put.
+
+    With `events_out` set, every valid event is also written there as one NDJSON line (see the module
+    docstring), in the order Kinesis acknowledged the records.
+    """
 
     seed: int | None
     start_ms: int
     events_sent: int = 0
     valid: int = 0
+    late: int = 0
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
     invalid: list[dict[str, str]] = field(default_factory=list)
     per_minute: dict[int, Counter[str]] = field(default_factory=dict)
+    events_out: BinaryIO | None = None
 
     def add(self, record: PlannedRecord, shard_id: str, sequence_number: str) -> None:
         """Fold in one record Kinesis acknowledged. PutRecords records have sub-sequence number 0."""
@@ -405,6 +456,11 @@ class Truth:
                 continue
             assert planned.event_type is not None and planned.event_ms is not None
             self.valid += 1
+            self.late += planned.late
+            if self.events_out is not None:
+                identity = f"{shard_id}/{sequence_number}/0/{planned.index}"
+                line = {"id": identity, "event_ms": planned.event_ms, "event": orjson.Fragment(planned.body)}
+                self.events_out.write(orjson.dumps(line) + b"\n")
             window = window_start(planned.event_ms, MINUTE_MS)
             self.per_minute.setdefault(window, Counter())[planned.event_type] += 1
 
@@ -414,6 +470,7 @@ class Truth:
             "start_ms": self.start_ms,
             "events_sent": self.events_sent,
             "valid": self.valid,
+            "late": self.late,
             "invalid_by_reason": dict(sorted(self.invalid_by_reason.items())),
             "invalid": list(self.invalid),
             "counts": {

@@ -178,6 +178,8 @@ def run_generate(
     invalid_fraction: float = 0.0,
     seed: int | None = None,
     truth_path: Path | str | None = None,
+    late_fraction: float = 0.0,
+    events_path: Path | str | None = None,
     start_ms: int | None = None,
     now_ms: Callable[[], int] = _wall_ms,
     sleep: Callable[[float], None] = time.sleep,
@@ -187,13 +189,20 @@ def run_generate(
 
     Pacing is relative: event i is due `i / rate` seconds (by `now_ms`) after the call started, whatever
     `start_ms` (the event time of event 0, default now) says. The truth file is written even when sending
-    stops early: it holds exactly the records Kinesis acknowledged.
+    stops early: it holds exactly the records Kinesis acknowledged. So does `events_path`, the valid
+    events with their identities as NDJSON (see streamkpi.generator), also replaced atomically.
     """
     began = now_ms()
     first_ms = began if start_ms is None else start_ms
-    generator = EventGenerator(seed, first_ms, rate, invalid_fraction)
+    generator = EventGenerator(seed, first_ms, rate, invalid_fraction, late_fraction=late_fraction)
     total = event_count(rate, duration)
     truth = Truth(generator.seed, first_ms)
+    events_tmp = None
+    if events_path is not None:
+        events_path = Path(events_path)
+        events_path.parent.mkdir(parents=True, exist_ok=True)
+        events_tmp = events_path.with_name(f".{events_path.name}.{os.getpid()}.tmp")
+        truth.events_out = events_tmp.open("wb")
     stats = GenerateStats()
     sender = _Sender(kinesis_client, stream, truth, stats, sleep, max_attempts)
     log.info(
@@ -234,6 +243,15 @@ def run_generate(
         flush()
     finally:
         stats.seconds = max(0, now_ms() - began) / 1000
+        if truth.events_out is not None and events_tmp is not None and events_path is not None:
+            try:
+                truth.events_out.flush()
+                os.fsync(truth.events_out.fileno())
+                truth.events_out.close()
+                os.replace(events_tmp, events_path)
+            finally:
+                truth.events_out = None
+                events_tmp.unlink(missing_ok=True)
         if truth_path is not None:
             write_truth(Path(truth_path), truth)
     log.info("generate: done", extra=stats.as_dict())

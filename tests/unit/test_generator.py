@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +15,7 @@ from aggregations.windows import window_start
 from consumer.decode import decode_record
 from consumer.reasons import Reason
 from consumer.validate import Invalid, Rules, parse_timestamp_ms, validate_event
+from streamkpi.config import default_config_text, parse_config
 from streamkpi.generator import (
     EVENT_TYPES,
     INVALID_REASONS,
@@ -23,6 +26,7 @@ from streamkpi.generator import (
     event_count,
     format_timestamp,
 )
+from streamkpi.producer import run_generate
 
 START_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 EVENTS = 5_000
@@ -87,7 +91,15 @@ def test_invalid_fraction_is_close_to_the_request_and_every_reason_appears(recor
     reasons = Counter(e.reason for r in records for e in r.events if e.reason is not None)
     assert 0.085 < sum(reasons.values()) / EVENTS < 0.115
     assert set(reasons) == set(INVALID_REASONS)
-    assert set(INVALID_REASONS) == {"not_json", "not_utf8", "missing_field", "bad_timestamp", "wrong_type"}
+    assert set(INVALID_REASONS) == {
+        "not_json",
+        "not_utf8",
+        "missing_field",
+        "bad_timestamp",
+        "wrong_type",
+        "in_future",
+        "too_old",
+    }
     assert set(INVALID_REASONS) <= {reason.value for reason in Reason}
 
 
@@ -262,3 +274,159 @@ def test_the_plan_matches_the_consumer_at_other_rates_and_fractions(seed: int, r
     assert sum(len(r.events) for r in planned) == 1_500
     for record in planned:
         assert consumer_view(record) == plan_of(record), record.data[:200]
+
+
+# -- late events, time-based invalid kinds, the valid-events file -------------------------------------
+
+CONFIG_RULES = parse_config(default_config_text(), "default").rules
+
+
+def consumer_view_at(record: PlannedRecord, arrival_ms: int, rules: Rules) -> list[tuple]:
+    decoded = decode_record(record.data)
+    seen: list[tuple] = [(r.index, r.reason.value) for r in decoded.rejections]
+    for index, obj in decoded.objects:
+        verdict = validate_event(obj, arrival_ms=arrival_ms, rules=rules)
+        seen.append(
+            (index, verdict.reason.value)
+            if isinstance(verdict, Invalid)
+            else (index, verdict.event_type, verdict.event_ms)
+        )
+    return sorted(seen)
+
+
+@pytest.fixture(scope="module")
+def late_records() -> list[PlannedRecord]:
+    generator = EventGenerator(seed=8, start_ms=START_MS, rate=300.0, invalid_fraction=0.2, late_fraction=0.1)
+    return list(generator.records(EVENTS))
+
+
+def test_late_events_are_valid_and_stamped_1_to_120_minutes_before_their_send_time(
+    late_records: list[PlannedRecord],
+) -> None:
+    number, late, valid = 0, 0, 0
+    for record in late_records:
+        for planned in record.events:
+            send_ms = START_MS + (number * 1000) // 300
+            number += 1
+            if planned.reason is not None:
+                assert not planned.late
+                continue
+            assert planned.event_ms is not None
+            valid += 1
+            if planned.late:
+                late += 1
+                assert send_ms - 120 * 60_000 <= planned.event_ms <= send_ms - 60_000
+            else:
+                assert planned.event_ms == send_ms
+    assert 0.08 < late / valid < 0.12
+    # Some land several 1m windows (and hours) back.
+    assert any(
+        p.late and p.event_ms is not None and p.event_ms < START_MS - 60 * 60_000
+        for r in late_records
+        for p in r.events
+    )
+
+
+def test_in_future_and_too_old_appear_and_keep_their_verdict_far_from_the_thresholds(
+    late_records: list[PlannedRecord],
+) -> None:
+    reasons = Counter(e.reason for r in late_records for e in r.events if e.reason is not None)
+    assert reasons["in_future"] > 50 and reasons["too_old"] > 30
+    assert set(reasons) == set(INVALID_REASONS)
+    for record in late_records:
+        plan = plan_of(record)
+        # The default config's rules (3 years and a day of age, 5 min of skew, the donation schema), and
+        # an arrival anywhere from a minute before to ten minutes after the send time: the same verdicts.
+        for shift_ms in (-60_000, 0, 1_000, 10 * 60_000):
+            assert consumer_view_at(record, record.send_ms + shift_ms, CONFIG_RULES) == plan, record.data[:200]
+        assert consumer_view(record) == plan
+
+
+def test_multi_event_records_mix_valid_late_and_time_invalid_events(late_records: list[PlannedRecord]) -> None:
+    mixed = [
+        r
+        for r in late_records
+        if any(e.late for e in r.events) and any(e.reason in ("in_future", "too_old") for e in r.events)
+    ]
+    assert mixed and all(len(r.events) > 1 for r in mixed)
+
+
+def test_late_fraction_zero_keeps_the_stream_of_a_seed_and_a_late_one_is_reproducible() -> None:
+    def stream(late_fraction: float) -> list[bytes]:
+        generator = EventGenerator(5, START_MS, rate=100.0, invalid_fraction=0.1, late_fraction=late_fraction)
+        return [r.data for r in generator.records(800)]
+
+    assert stream(0.0) == [r.data for r in EventGenerator(5, START_MS, rate=100.0, invalid_fraction=0.1).records(800)]
+    assert stream(0.3) == stream(0.3) != stream(0.0)
+    with pytest.raises(ValueError, match="late_fraction"):
+        EventGenerator(1, START_MS, rate=1, late_fraction=-0.1)
+
+
+def test_truth_counts_late_events_in_their_own_windows_and_writes_the_valid_events(
+    late_records: list[PlannedRecord],
+) -> None:
+    out = io.BytesIO()
+    truth = Truth(seed=8, start_ms=START_MS, events_out=out)
+    expected_lines = {}
+    expected_counts: dict[str, Counter[str]] = {}
+    for n, record in enumerate(late_records):
+        shard, seq = f"shardId-00000000000{n % 2}", str(49_000_000_000_000_000_000 + n)
+        truth.add(record, shard, seq)
+        for index, obj in decode_record(record.data).objects:
+            verdict = validate_event(obj, arrival_ms=record.send_ms, rules=CONFIG_RULES)
+            if isinstance(verdict, Invalid):
+                continue
+            expected_lines[f"{shard}/{seq}/0/{index}"] = (verdict.event_ms, obj)
+            window = str(window_start(verdict.event_ms, 60_000))
+            expected_counts.setdefault(window, Counter())[verdict.event_type] += 1
+    result = orjson.loads(orjson.dumps(truth.to_dict()))
+    assert result["counts"]["events"]["1m"] == {w: dict(c) for w, c in expected_counts.items()}
+    assert result["late"] == sum(e.late for r in late_records for e in r.events) > 0
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == result["valid"] == len(expected_lines)
+    assert {line["id"]: (line["event_ms"], line["event"]) for line in lines} == expected_lines
+    # The event is the exact text that was sent: amounts keep their two decimals.
+    raw = out.getvalue()
+    assert re.search(rb'"amount":[1-9][0-9]*\.[0-9]{2}[,}]', raw) and b'"amount":25.0,' not in raw
+
+
+class _FakeKinesis:
+    """put_records that acknowledges every entry, alternating two shards."""
+
+    def __init__(self) -> None:
+        self.sequence = 49_000_000_000_000_000_000
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        results = []
+        for n, _entry in enumerate(Records):
+            self.sequence += 1
+            results.append({"ShardId": f"shardId-00000000000{n % 2}", "SequenceNumber": str(self.sequence)})
+        return {"Records": results, "FailedRecordCount": 0}
+
+
+def test_run_generate_writes_the_events_file_atomically_next_to_the_truth(tmp_path: Path) -> None:
+    clock = [START_MS]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += int(seconds * 1000) + 1
+
+    events_path, truth_path = tmp_path / "events.ndjson", tmp_path / "truth.json"
+    stats = run_generate(
+        _FakeKinesis(),
+        "s",
+        rate=500.0,
+        duration=2.0,
+        invalid_fraction=0.1,
+        late_fraction=0.2,
+        seed=4,
+        truth_path=truth_path,
+        events_path=events_path,
+        now_ms=lambda: clock[0],
+        sleep=sleep,
+    )
+    truth = orjson.loads(truth_path.read_bytes())
+    lines = [orjson.loads(line) for line in events_path.read_bytes().splitlines()]
+    assert stats.events == truth["events_sent"] == 1_000
+    assert len(lines) == truth["valid"] == stats.valid and truth["late"] > 0
+    assert len({line["id"] for line in lines}) == len(lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.ndjson", "truth.json"]

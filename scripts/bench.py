@@ -1,0 +1,525 @@
+"""`make bench`: throughput, store writes and memory of the record processor (issue 4).
+
+A benchmark script, not a timed test. On one core (`make bench` pins it with `taskset -c 0`) and the
+built-in default config, it measures on records from the seeded traffic generator (the default mix:
+single objects, arrays, NDJSON and gzip; 2 % invalid), rendered as the MultiLangDaemon's
+`processRecords` JSON lines:
+
+  floor      `amazon_kclpy`'s parse of the lines (json.loads with its object hook), base64 and orjson of
+             every record's data (gzip inflated, NDJSON line by line): what any processor pays;
+  processor  the same lines through `amazon_kclpy`'s parse and dispatch into `RecordProcessor` /
+             `ShardWorker` with in-memory stores, DLQ and archive sink (everything but real I/O), default
+             cadence on the real clock, one final durable flush and checkpoint;
+  writes     1,000 s of event time at 1,000 events/s over 2 shards, delivered every 200 ms per shard
+             (the KCL polling interval) with the default cadence on a fake clock: DynamoDB and Redis writes
+             per million events;
+  memory     tracemalloc peak of one processor pass, and the process's peak RSS.
+
+Events/s count every event of the input (valid or not) per second of the process's CPU time, best of
+several repetitions that alternate floor and processor, so that other load on the machine distorts them
+less; the wall-clock figures are printed too. The figures go to stdout and into docs/benchmarks.md
+(between the bench markers), with the command, date, CPU model and Python version. `--check` prints a
+digest of everything the processor produced (stored partials, dead letters, forwarded events) so that
+an optimisation can be shown to change no result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+import tracemalloc
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+from amazon_kclpy import dispatch, messages
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aggregations.memory_store import MemoryStore  # noqa: E402
+from consumer.dlq import DeadLetter, MemoryDeadLetterQueue  # noqa: E402
+from consumer.processor import RecordProcessor  # noqa: E402
+from consumer.sinks import Forward, MemorySink  # noqa: E402
+from consumer.worker import Cadence, ShardWorker  # noqa: E402
+from streamkpi.config import AppConfig, load_config  # noqa: E402
+from streamkpi.generator import EventGenerator, PlannedRecord  # noqa: E402
+
+SEED = 20_241_117
+START_MS = 1_763_337_600_000  # 2025-11-17T00:00:00Z
+INVALID_FRACTION = 0.02
+STREAM = "streamkpi-events"
+# A real Kinesis sequence number (56 digits); the records of a shard count up from it.
+SEQ_BASE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+KCL_MAX_RECORDS = 10_000  # STREAMKPI_KCL_MAX_RECORDS: records per processRecords line
+KCL_POLL_MS = 200  # STREAMKPI_KCL_IDLE_MILLIS: one GetRecords per shard this often
+DOCS = ROOT / "docs" / "benchmarks.md"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+TARGET_EVENTS_PER_S = 150_000
+TARGET_FLOOR_RATIO = 0.40
+TARGET_DYNAMODB_PER_MILLION = 5_000
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+
+
+def kcl_record(data: bytes, seq: int, partition_key: str, arrival_ms: int) -> dict[str, Any]:
+    """One record as the MultiLangDaemon writes it inside a processRecords message."""
+    return {
+        "action": "record",
+        "data": base64.b64encode(data).decode(),
+        "partitionKey": partition_key,
+        "sequenceNumber": str(seq),
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": arrival_ms,
+    }
+
+
+def kcl_lines(records: list[PlannedRecord], per_line: int = KCL_MAX_RECORDS) -> list[str]:
+    """The records of one shard as processRecords JSON lines of up to `per_line` records each."""
+    lines = []
+    for first in range(0, len(records), per_line):
+        chunk = records[first : first + per_line]
+        message = {
+            "action": "processRecords",
+            "records": [
+                kcl_record(r.data, SEQ_BASE + first + i, r.partition_key, r.send_ms) for i, r in enumerate(chunk)
+            ],
+            "millisBehindLatest": 60_000,
+        }
+        lines.append(json.dumps(message))
+    return lines
+
+
+# -- the in-memory world a processor runs in ------------------------------------------------------------
+
+
+class NullCheckpointer:
+    """Accepts every checkpoint (what the daemon answers when all is well)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None:
+        self.calls += 1
+
+
+# --check: the fakes below hash what they are sent (off when timing: hashing is no work of the processor).
+DIGESTS = False
+
+
+class DigestSink(MemorySink):
+    """The archive route's MemorySink, keeping a count (and with --check a digest) instead of every event."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def send(self, events: Sequence[Forward]) -> None:
+        super().send(events)
+        for forward in self.events if DIGESTS else ():
+            self.hash.update(forward.partition_key.encode() + b"\0" + forward.data + b"\0")
+        self.count += len(self.events)
+        self.events.clear()
+
+
+class DigestDeadLetters(MemoryDeadLetterQueue):
+    """The in-memory DLQ, keeping a count (and with --check a digest) instead of every letter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        super().send(letters)
+        for letter in self.letters if DIGESTS else ():
+            self.hash.update(orjson.dumps([letter.identity, letter.reason, letter.detail, letter.arrival_ms]))
+            self.hash.update(letter.payload)
+        self.count += len(self.letters)
+        self.letters.clear()
+
+
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(f"the record processor exited with {code}; see the log above")
+
+
+@dataclass
+class World:
+    """Stores, DLQ and archive sink shared by the shards of one run, and how to make their processors."""
+
+    config: AppConfig
+    cadence: Cadence = field(default_factory=Cadence)
+    clock: Any = time.monotonic
+    wall_ms: Any = None
+    durable: MemoryStore = field(default_factory=lambda: MemoryStore("dynamodb"))
+    hot: MemoryStore = field(default_factory=lambda: MemoryStore("redis"))
+    dlq: DigestDeadLetters = field(default_factory=DigestDeadLetters)
+    archive: DigestSink = field(default_factory=lambda: DigestSink("archive"))
+    checkpointer: NullCheckpointer = field(default_factory=NullCheckpointer)
+    workers: list[ShardWorker] = field(default_factory=list)
+
+    def worker(self, shard_id: str) -> ShardWorker:
+        extra: dict[str, Any] = {} if self.wall_ms is None else {"wall_ms": self.wall_ms}
+        worker = ShardWorker(
+            shard_id,
+            STREAM,
+            self.config,
+            self.durable,
+            self.hot,
+            self.dlq,
+            self.cadence,
+            self.clock,
+            sinks={"archive": self.archive},
+            **extra,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def processor(self, shard_id: str) -> RecordProcessor:
+        processor = RecordProcessor(self.worker, exit=_exit)
+        messages.InitializeInput(
+            {"action": "initialize", "shardId": shard_id, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        ).dispatch(self.checkpointer, processor)
+        return processor
+
+    def shutdown(self, processor: RecordProcessor) -> None:
+        messages.ShutdownRequestedInput({"action": "shutdownRequested"}).dispatch(self.checkpointer, processor)
+
+    def digest(self) -> str:
+        """Everything the processors produced, hashed: equal digests mean equal results."""
+        h = hashlib.sha256()
+        for store in (self.durable, self.hot):
+            for key in sorted(store.items):
+                p = store.items[key]
+                h.update(orjson.dumps([p.resolution, p.start_ms, p.shard_id, p.position], option=orjson.OPT_SORT_KEYS))
+                h.update(orjson.dumps(p.metrics))  # in stored order: the order of groups counts too
+        h.update(self.dlq.hash.digest())
+        h.update(self.archive.hash.digest())
+        return h.hexdigest()[:16]
+
+
+# -- (a) floor and (b) processor -----------------------------------------------------------------------
+
+
+def floor_pass(lines: list[str]) -> int:
+    """What the protocol alone costs: amazon_kclpy's parse, base64 and orjson of every record."""
+    parsed = 0
+    for line in lines:
+        action = json.loads(line, object_hook=dispatch.message_decode)
+        for record in action.records:
+            data = base64.b64decode(record.data)
+            if data[:2] == b"\x1f\x8b":
+                data = zlib.decompress(data, 16 + zlib.MAX_WBITS)
+            try:
+                value = orjson.loads(data)
+                parsed += len(value) if isinstance(value, list) else 1
+            except orjson.JSONDecodeError:
+                for part in data.split(b"\n"):
+                    if part.strip():
+                        try:
+                            orjson.loads(part)
+                            parsed += 1
+                        except orjson.JSONDecodeError:
+                            pass
+    return parsed
+
+
+def processor_pass(lines: list[str], config: AppConfig) -> World:
+    """The lines through amazon_kclpy's parse and dispatch into the record processor, then a final flush."""
+    world = World(config)
+    processor = world.processor("shardId-000000000000")
+    for line in lines:
+        action = json.loads(line, object_hook=dispatch.message_decode)
+        action.dispatch(world.checkpointer, processor)
+    world.shutdown(processor)
+    return world
+
+
+@dataclass
+class Timing:
+    """Best (smallest) CPU and wall-clock seconds over the repetitions of one measurement."""
+
+    cpu: float = float("inf")
+    wall: float = float("inf")
+
+    def measure(self, run: Any) -> Any:
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run()
+        self.cpu = min(self.cpu, time.process_time() - cpu)
+        self.wall = min(self.wall, time.perf_counter() - wall)
+        return result
+
+
+def interleaved(repeat: int, *runs: Any) -> tuple[list[Timing], list[Any]]:
+    """Each run `repeat` times, taking turns, so that a busy spell of the machine hits all of them."""
+    timings = [Timing() for _ in runs]
+    results: list[Any] = [None] * len(runs)
+    for _ in range(repeat):
+        for i, run in enumerate(runs):
+            results[i] = timings[i].measure(run)
+    return timings, results
+
+
+def traced_peak(run: Any) -> int:
+    """Peak bytes allocated by `run` above what was allocated before it (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        run()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+# -- (c) store writes at a steady 1,000 events/s --------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def monotonic(self) -> float:
+        return self.ms / 1000
+
+    def wall_ms(self) -> int:
+        return self.ms
+
+
+def shard_of(partition_key: str, shards: int) -> int:
+    """Kinesis: the MD5 of the partition key as a 128-bit number, in evenly split hash key ranges."""
+    hash_key = int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+    return hash_key * shards >> 128
+
+
+@dataclass
+class WriteFigures:
+    events: int
+    records: int
+    dynamodb_writes: int
+    redis_writes: int
+    checkpoints: int
+    durable_flushes: int
+    max_rss_kib: int
+
+    def per_million(self, count: int) -> float:
+        return count * 1_000_000 / self.events
+
+
+def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -> tuple[WriteFigures, World]:
+    """`seconds` of event time at `rate` events/s; each shard gets its new records every KCL_POLL_MS."""
+    clock = FakeClock(START_MS)
+    world = World(config, clock=clock.monotonic, wall_ms=clock.wall_ms)
+    shard_ids = [f"shardId-{n:012d}" for n in range(shards)]
+    processors = [world.processor(s) for s in shard_ids]
+    pending: list[list[messages.Record]] = [[] for _ in shard_ids]
+    next_seq = [SEQ_BASE] * shards
+    events = records = 0
+
+    def poll(now_ms: int) -> None:
+        clock.ms = now_ms
+        for shard, batch in enumerate(pending):
+            if batch:  # KCL calls processRecords only for non-empty batches (the default)
+                message = messages.ProcessRecordsInput(
+                    {"action": "processRecords", "records": batch, "millisBehindLatest": 0}
+                )
+                message.dispatch(world.checkpointer, processors[shard])
+                pending[shard] = []
+
+    generator = EventGenerator(SEED, START_MS, rate, INVALID_FRACTION)
+    next_poll = START_MS + KCL_POLL_MS
+    count = round(seconds * rate)
+    for record in generator.records(count):
+        while record.send_ms >= next_poll:
+            poll(next_poll)
+            next_poll += KCL_POLL_MS
+        shard = shard_of(record.partition_key, shards)
+        pending[shard].append(
+            messages.Record(kcl_record(record.data, next_seq[shard], record.partition_key, record.send_ms))
+        )
+        next_seq[shard] += 1
+        events += len(record.events)
+        records += 1
+    poll(next_poll)
+    for processor in processors:
+        world.shutdown(processor)
+    figures = WriteFigures(
+        events=events,
+        records=records,
+        dynamodb_writes=world.durable.writes,
+        redis_writes=world.hot.writes,
+        checkpoints=world.checkpointer.calls,
+        durable_flushes=sum(w.stats.durable_flushes for w in world.workers),
+        max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    )
+    return figures, world
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def affinity() -> str:
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return f"{os.cpu_count()} cores"
+    return f"{os.cpu_count()} cores, this process on {len(cores)}: {','.join(map(str, cores))}"
+
+
+def table(rows: Iterable[tuple[str, str, str]]) -> list[str]:
+    rows = list(rows)
+    out = ["| measure | value | target |", "| --- | ---: | --- |"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return out
+
+
+def _pass_fail(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def write_docs(section: list[str]) -> None:
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    block = "\n".join([MARK_START, *section, MARK_END])
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        _, tail = rest.split(MARK_END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOCS.write_text(text)
+
+
+def generated(count: int, rate: float) -> Iterator[PlannedRecord]:
+    return EventGenerator(SEED, START_MS, rate, INVALID_FRACTION).records(count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=200_000, help="events for the throughput runs (200000)")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions; the best counts (5)")
+    parser.add_argument("--write-seconds", type=int, default=1_000, help="event time of the writes run (1000)")
+    parser.add_argument("--no-docs", action="store_true", help="do not refresh docs/benchmarks.md")
+    parser.add_argument("--check", action="store_true", help="print digests of the results (for optimisations)")
+    args = parser.parse_args(argv)
+    global DIGESTS
+    DIGESTS = args.check
+
+    config = load_config(None)
+    rate = 1_000.0
+
+    # (c) first: it streams its records, so the peak RSS after it is the processors' own footprint.
+    print(f"writes: {args.write_seconds} s of event time at {rate:,.0f} events/s over 2 shards ...", file=sys.stderr)
+    writes, writes_world = writes_pass(config, args.write_seconds, rate)
+
+    print(f"throughput: {args.events:,} events, best of {args.repeat} ...", file=sys.stderr)
+    planned = list(generated(args.events, rate))
+    events = sum(len(r.events) for r in planned)
+    invalid = sum(1 for r in planned for e in r.events if e.reason is not None)
+    lines = kcl_lines(planned)
+    del planned
+    DIGESTS = False
+    (floor_t, proc_t), (_, world) = interleaved(
+        args.repeat, lambda: floor_pass(lines), lambda: processor_pass(lines, config)
+    )
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before tracemalloc adds its own
+    DIGESTS = args.check
+    if args.check:
+        world = processor_pass(lines, config)
+    peak = traced_peak(lambda: processor_pass(lines, config))
+
+    floor_rate, proc_rate = events / floor_t.cpu, events / proc_t.cpu
+    ratio = proc_rate / floor_rate
+    wall_floor, wall_proc = events / floor_t.wall, events / proc_t.wall
+    ddb_pm = writes.per_million(writes.dynamodb_writes)
+    redis_pm = writes.per_million(writes.redis_writes)
+    stats = world.workers[0].stats
+    if (stats.events, stats.rejected) != (events - invalid, invalid):
+        raise SystemExit(
+            f"the processor counted {stats.events} valid and {stats.rejected} rejected events, "
+            f"the generator planned {events - invalid} and {invalid}"
+        )
+
+    rows = [
+        ("floor: amazon_kclpy parse + base64 + orjson", f"{floor_rate:,.0f} events/s", "(reference)"),
+        (
+            "processor: parse, decode, validate, route, aggregate",
+            f"{proc_rate:,.0f} events/s",
+            f"≥ {TARGET_EVENTS_PER_S:,}: {_pass_fail(proc_rate >= TARGET_EVENTS_PER_S)}",
+        ),
+        ("processor / floor", f"{ratio:.0%}", f"≥ {TARGET_FLOOR_RATIO:.0%}: {_pass_fail(ratio >= TARGET_FLOOR_RATIO)}"),
+        (
+            "the same by wall clock: floor, processor, ratio",
+            f"{wall_floor:,.0f} / {wall_proc:,.0f} events/s, {wall_proc / wall_floor:.0%}",
+            "(the rows above count CPU time)",
+        ),
+        (
+            "DynamoDB writes per million events at 1,000 events/s",
+            f"{ddb_pm:,.0f}",
+            f"≤ {TARGET_DYNAMODB_PER_MILLION:,}: {_pass_fail(ddb_pm <= TARGET_DYNAMODB_PER_MILLION)}"
+            " (one update per event per resolution: 3,000,000)",
+        ),
+        ("Redis writes per million events at 1,000 events/s", f"{redis_pm:,.0f}", "(1 s flush)"),
+        ("checkpoints per million events at 1,000 events/s", f"{writes.per_million(writes.checkpoints):,.0f}", ""),
+        (
+            "peak allocated in one throughput pass (tracemalloc)",
+            f"{peak / 2**20:,.1f} MiB",
+            "(forwards wait for the flush)",
+        ),
+        ("peak RSS after the writes run (2 shards, streamed)", f"{writes.max_rss_kib / 1024:,.1f} MiB", ""),
+        ("peak RSS after the throughput runs (their input held)", f"{max_rss / 1024:,.1f} MiB", ""),
+    ]
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    pinned = shutil.which("taskset") is not None
+    command = "make bench" + ("  (taskset -c 0 .venv/bin/python scripts/bench.py)" if pinned else "")
+    valid_pct = 100 * (events - invalid) / events
+    about = [
+        f"- command: `{command}`",
+        f"- date: {now}",
+        f"- machine: {cpu_model()}, {affinity()}; {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), orjson {orjson.__version__}",
+        f"- throughput input: {events:,} events ({valid_pct:.1f} % valid) in {len(lines)} processRecords "
+        f"lines of up to {KCL_MAX_RECORDS:,} records (generator seed {SEED}, default mix), best of {args.repeat}",
+        f"- writes input: {writes.events:,} events in {writes.records:,} records, {args.write_seconds:,} s of event "
+        f"time, 2 shards polled every {KCL_POLL_MS} ms, default cadence (Redis 1 s, DynamoDB 5 s, checkpoint 5 s) "
+        f"on a fake clock; {writes.durable_flushes} durable flushes",
+    ]
+    report = [*table(rows), "", *about]
+    print("\n".join(report))
+    if args.check:
+        print(f"digest: throughput {world.digest()} writes {writes_world.digest()}")
+    if not args.no_docs:
+        write_docs(["", *report, ""])
+        print(f"(written to {DOCS.relative_to(ROOT)})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
