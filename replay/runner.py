@@ -435,8 +435,8 @@ class Replayer:
             self.summary.run_delivered += 1
             self.summary.bytes_delivered += len(piece.data)
             return
+        tracker.queued(piece.offset)  # before pacing: a save while it waits must not count it as finished
         self._pace(event_ms, size)
-        tracker.queued(piece.offset)
         self.queue.append(_Pending(tracker, piece.offset, piece.data, key, size, self.clock()))
         self.queue_bytes += size
         if len(self.queue) >= MAX_RECORDS or self.queue_bytes >= MAX_BATCH_BYTES:

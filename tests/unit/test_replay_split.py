@@ -77,7 +77,7 @@ def assert_increasing(pieces: list[Piece]) -> None:
     assert offsets == sorted(set(offsets)), "pieces come in strictly increasing offset order"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=EVENTS, fmt=st.sampled_from(FORMATS), compress=st.booleans(), cuts=st.lists(st.integers(0, 10**6)))
 def test_every_format_gives_back_exactly_the_events_written(
     events: list[dict[str, Any]], fmt: str, compress: bool, cuts: list[int]
@@ -99,7 +99,7 @@ JUNK = st.text(
 ).filter(lambda s: s.strip())
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lines=st.lists(
         st.one_of(st.tuples(st.just("event"), EVENTS.map(lambda e: e[:1])), st.tuples(st.just("junk"), JUNK))
@@ -130,7 +130,7 @@ def test_junk_lines_are_reported_and_every_event_line_survives(lines: list[tuple
         assert m.reason == NOT_JSON
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lines=st.lists(st.tuples(st.dictionaries(TEXT, VALUES, min_size=1, max_size=4), st.booleans(), st.floats(0, 1))),
     cuts=st.lists(st.integers(0, 10**6)),
@@ -154,6 +154,7 @@ def test_truncated_lines_are_reported_and_the_next_lines_still_split(
     assert_increasing(pieces)
 
 
+@settings(deadline=None)
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 10**6)))
 def test_arbitrary_bytes_never_raise_and_chunking_never_changes_the_result(data: bytes, cuts: list[int]) -> None:
     whole = split_bytes(data)
