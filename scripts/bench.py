@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gc
 import hashlib
 import json
@@ -89,19 +90,17 @@ def kcl_record(data: bytes, seq: int, partition_key: str, arrival_ms: int) -> di
     }
 
 
-def kcl_lines(records: list[PlannedRecord], per_line: int = KCL_MAX_RECORDS) -> list[str]:
+def kcl_lines(records: Iterable[PlannedRecord], per_line: int = KCL_MAX_RECORDS) -> list[str]:
     """The records of one shard as processRecords JSON lines of up to `per_line` records each."""
     lines = []
-    for first in range(0, len(records), per_line):
-        chunk = records[first : first + per_line]
-        message = {
-            "action": "processRecords",
-            "records": [
-                kcl_record(r.data, SEQ_BASE + first + i, r.partition_key, r.send_ms) for i, r in enumerate(chunk)
-            ],
-            "millisBehindLatest": 60_000,
-        }
-        lines.append(json.dumps(message))
+    chunk: list[dict[str, Any]] = []
+    for n, r in enumerate(records):  # each record is dropped once rendered: only the lines stay
+        chunk.append(kcl_record(r.data, SEQ_BASE + n, r.partition_key, r.send_ms))
+        if len(chunk) == per_line:
+            lines.append(json.dumps({"action": "processRecords", "records": chunk, "millisBehindLatest": 60_000}))
+            chunk = []
+    if chunk:
+        lines.append(json.dumps({"action": "processRecords", "records": chunk, "millisBehindLatest": 60_000}))
     return lines
 
 
@@ -290,6 +289,23 @@ def traced_peak(run: Any) -> int:
         tracemalloc.stop()
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: clear VmHWM); elsewhere the peak is the process's."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory since reset_peak_rss (Linux VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 # -- (c) store writes at a steady 1,000 events/s --------------------------------------------------------
 
 
@@ -318,7 +334,7 @@ class WriteFigures:
     redis_writes: int
     checkpoints: int
     durable_flushes: int
-    max_rss_kib: int
+    peak_rss_mib: float
 
     def per_million(self, count: int) -> float:
         return count * 1_000_000 / self.events
@@ -368,7 +384,7 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
         redis_writes=world.hot.writes,
         checkpoints=world.checkpointer.calls,
         durable_flushes=sum(w.stats.durable_flushes for w in world.workers),
-        max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        peak_rss_mib=peak_rss_mib(),
     )
     return figures, world
 
@@ -435,21 +451,29 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(None)
     rate = 1_000.0
 
-    # (c) first: it streams its records, so the peak RSS after it is the processors' own footprint.
+    # (c) first; it streams its records, so its peak RSS is the processors' own (and the interpreter's).
     print(f"writes: {args.write_seconds} s of event time at {rate:,.0f} events/s over 2 shards ...", file=sys.stderr)
+    reset_peak_rss()
     writes, writes_world = writes_pass(config, args.write_seconds, rate)
 
     print(f"throughput: {args.events:,} events, best of {args.repeat} ...", file=sys.stderr)
-    planned = list(generated(args.events, rate))
-    events = sum(len(r.events) for r in planned)
-    invalid = sum(1 for r in planned for e in r.events if e.reason is not None)
-    lines = kcl_lines(planned)
-    del planned
+    planned = {"events": 0, "invalid": 0}
+
+    def counted(records: Iterator[PlannedRecord]) -> Iterator[PlannedRecord]:
+        for record in records:  # streamed: only the lines stay in memory
+            planned["events"] += len(record.events)
+            planned["invalid"] += sum(1 for e in record.events if e.reason is not None)
+            yield record
+
+    lines = kcl_lines(counted(generated(args.events, rate)))
+    events, invalid = planned["events"], planned["invalid"]
     DIGESTS = False
+    gc.collect()
+    reset_peak_rss()
     (floor_t, proc_t), (_, world) = interleaved(
         args.repeat, lambda: floor_pass(lines), lambda: processor_pass(lines, config)
     )
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before tracemalloc adds its own
+    max_rss = peak_rss_mib()  # before tracemalloc adds its own
     DIGESTS = args.check
     if args.check:
         world = processor_pass(lines, config)
@@ -493,8 +517,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{peak / 2**20:,.1f} MiB",
             "(forwards wait for the flush)",
         ),
-        ("peak RSS after the writes run (2 shards, streamed)", f"{writes.max_rss_kib / 1024:,.1f} MiB", ""),
-        ("peak RSS after the throughput runs (their input held)", f"{max_rss / 1024:,.1f} MiB", ""),
+        ("peak RSS of the writes run (2 shards)", f"{writes.peak_rss_mib:,.1f} MiB", ""),
+        (
+            "peak RSS of the throughput runs",
+            f"{max_rss:,.1f} MiB",
+            f"(with their input: {sum(map(len, lines)) / 2**20:,.0f} MiB of JSON lines)",
+        ),
     ]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     pinned = shutil.which("taskset") is not None
