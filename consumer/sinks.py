@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
@@ -90,9 +90,9 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """One valid event to forward: its own JSON bytes (one object, no trailing newline) and partition key."""
+class Forward(NamedTuple):
+    """One valid event to forward: its own JSON bytes (one object, no trailing newline) and partition key.
+    A NamedTuple: one is built per forwarded event on the hot path."""
 
     partition_key: str
     data: bytes
