@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.decode import decode_record
 from consumer.dlq import PayloadUnavailableError, letter_payload, plan_batches
+from consumer.sinks import backoff_seconds
 from consumer.validate import Invalid, Rules, validate_event
 
 log = logging.getLogger("streamkpi.dlq_admin")
@@ -478,7 +479,7 @@ class _Redrive:
                 if not pending:
                     break
             if attempt + 1 < self.attempts:
-                self.sleep(min(0.1 * 2**attempt, 5.0))
+                self.sleep(backoff_seconds(attempt + 1))
         return acknowledged, pending
 
 

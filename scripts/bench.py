@@ -68,7 +68,8 @@ STREAM = "streamkpi-events"
 SEQ_BASE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
 KCL_MAX_RECORDS = 10_000  # STREAMKPI_KCL_MAX_RECORDS: records per processRecords line
 KCL_POLL_MS = 200  # STREAMKPI_KCL_IDLE_MILLIS: one GetRecords per shard this often
-DOCS = ROOT / "docs" / "benchmarks.md"
+from benchdoc import DOCS, cpu_model, write_block  # noqa: E402 - scripts/ is on sys.path when run
+
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGET_EVENTS_PER_S = 150_000
 TARGET_FLOOR_RATIO = 0.40
@@ -392,16 +393,6 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
 # -- report ---------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def affinity() -> str:
     try:
         cores = sorted(os.sched_getaffinity(0))
@@ -419,18 +410,6 @@ def table(rows: Iterable[tuple[str, str, str]]) -> list[str]:
 
 def _pass_fail(ok: bool) -> str:
     return "met" if ok else "NOT met"
-
-
-def write_docs(section: list[str]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = "\n".join([MARK_START, *section, MARK_END])
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
 def generated(count: int, rate: float) -> Iterator[PlannedRecord]:
@@ -544,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"digest: throughput {world.digest()} writes {writes_world.digest()}")
     if not args.no_docs:
-        write_docs(["", *report, ""])
+        write_block(["", *report, ""], MARK_START, MARK_END)
         print(f"(written to {DOCS.relative_to(ROOT)})", file=sys.stderr)
     return 0
 

@@ -31,7 +31,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DOCS = ROOT / "docs" / "benchmarks.md"
+from benchdoc import cpu_model, write_block  # noqa: E402 - scripts/ is on sys.path when run
+
 MARK_START, MARK_END = "<!-- bench-replay:start -->", "<!-- bench-replay:end -->"
 BUCKET = "bench-archive"
 T0 = 1_795_600_800_000  # 2026-11-25T10:00:00Z
@@ -118,28 +119,6 @@ def naive_run(s3: Any, kinesis: Any, stream: str, limit: int) -> tuple[float, in
     return time.perf_counter() - started, sent
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def write_docs(section: list[str]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = "\n".join([MARK_START, *section, MARK_END])
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Replay\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=20_000, help="events in the archive (20000)")
@@ -206,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(section))
     if not args.no_docs:
-        write_docs(section)
+        write_block(section, MARK_START, MARK_END, "## Replay")
     return 0 if ok else 1
 
 

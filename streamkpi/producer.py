@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from consumer.sinks import RETRYABLE_CODES  # whole-call errors worth another try (shared with the sinks)
 from streamkpi.generator import EventGenerator, PlannedRecord, Truth, event_count
 
 log = logging.getLogger("streamkpi.generate")
@@ -30,18 +31,6 @@ PROGRESS_EVERY_MS = 5_000
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 DEFAULT_MAX_ATTEMPTS = 10
-# Whole-call errors worth another try; anything else (no such stream, no access) will not get better.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "InternalServerError",
-    }
-)
 
 
 class GenerateError(RuntimeError):
