@@ -90,19 +90,25 @@ def _classify_parse_failure(text: bytes) -> tuple[Reason, str]:
 def decode_record(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Decoded:
     """Split one record's data into JSON objects and rejections (indices count events in the record)."""
     objects, rejections = decode_parts(data, max_inflated_bytes)
-    return Decoded(objects, rejections)
+    return Decoded([(index, obj) for index, obj, _ in objects], rejections)
+
+
+# One object found in a record: (index in record, object, its own text on one line or None).
+Part = tuple[int, dict[str, Any], bytes | None]
 
 
 def decode_parts(
     data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
-) -> tuple[list[tuple[int, dict[str, Any]]], list[Rejection]]:
-    """`decode_record` for the hot path: (objects, rejections) without the Decoded wrapper."""
+) -> tuple[list[Part], list[Rejection]]:
+    """`decode_record` for the hot path, without the Decoded wrapper, and with each object's own text:
+    the stripped line of an NDJSON record or of a one-line single-object record (None inside an array),
+    which the worker forwards as it came instead of writing the object again."""
     # Only gzip (0x1f 0x8b) and zlib (0x78 ..) payloads are inflated: other first bytes pass as they are.
     inflated = inflate(data, max_inflated_bytes) if data[:1] in _COMPRESSED_FIRST_BYTES else data
     if isinstance(inflated, Rejection):
         return [], [inflated]
     if b"\n" in inflated:
-        lines = [line for line in inflated.split(b"\n") if line.strip()]
+        lines = [line for line in inflated.split(b"\n") if line and not line.isspace()]  # the non-blank ones
         if len(lines) > 1:
             try:
                 first = orjson.loads(lines[0])
@@ -111,23 +117,21 @@ def decode_parts(
             if first is not _UNREAD:
                 # After a whole JSON value only whitespace may follow, so two or more non-blank lines
                 # whose first is one are no JSON document: NDJSON, without failing to read it whole first.
-                decoded = _decode_ndjson(inflated, lines, first)
-                return decoded.objects, decoded.rejections
+                return _decode_ndjson(inflated, lines, first)
     try:
         parsed = orjson.loads(inflated)
     except orjson.JSONDecodeError:
-        decoded = _decode_ndjson(inflated)
-        return decoded.objects, decoded.rejections
+        return _decode_ndjson(inflated)
     if isinstance(parsed, dict):
-        return [(0, parsed)], []
+        return [(0, parsed, None if b"\n" in inflated else inflated.strip())], []
     if isinstance(parsed, list):
-        objects = [(index, item) for index, item in enumerate(parsed) if isinstance(item, dict)]
+        objects: list[Part] = [(index, item, None) for index, item in enumerate(parsed) if isinstance(item, dict)]
         if len(objects) == len(parsed):
             return objects, []
         objects, rejections = [], []
         for index, item in enumerate(parsed):
             if isinstance(item, dict):
-                objects.append((index, item))
+                objects.append((index, item, None))
             else:
                 try:
                     payload = orjson.dumps(item)
@@ -138,14 +142,17 @@ def decode_parts(
     return [], [Rejection(0, Reason.NOT_OBJECT, f"record is {_kind(parsed)}", inflated)]
 
 
-def _decode_ndjson(text: bytes, lines: list[bytes] | None = None, first: Any = _UNREAD) -> Decoded:
+def _decode_ndjson(
+    text: bytes, lines: list[bytes] | None = None, first: Any = _UNREAD
+) -> tuple[list[Part], list[Rejection]]:
     """`text` as NDJSON; `lines` are its non-blank lines and `first` the first one read, if done already."""
     if lines is None:
-        lines = [line for line in text.split(b"\n") if line.strip()]
+        lines = [line for line in text.split(b"\n") if line and not line.isspace()]
     if len(lines) <= 1:
         reason, detail = _classify_parse_failure(text)
-        return Decoded([], [Rejection(0, reason, detail, text)])
-    objects, rejections = [], []
+        return [], [Rejection(0, reason, detail, text)]
+    objects: list[Part] = []
+    rejections = []
     for index, line in enumerate(lines):
         if index == 0 and first is not _UNREAD:
             item = first
@@ -157,14 +164,14 @@ def _decode_ndjson(text: bytes, lines: list[bytes] | None = None, first: Any = _
                 rejections.append(Rejection(index, reason, f"line {index + 1}: {detail}", line))
                 continue
         if isinstance(item, dict):
-            objects.append((index, item))
+            objects.append((index, item, line.strip()))
         else:
             rejections.append(Rejection(index, Reason.NOT_OBJECT, f"line {index + 1} is {_kind(item)}", line))
     if not objects and all(r.reason is not Reason.NOT_OBJECT for r in rejections):
         # Nothing parsed line by line either: this is one broken document, not many broken lines.
         reason, detail = _classify_parse_failure(text)
-        return Decoded([], [Rejection(0, reason, detail, text)])
-    return Decoded(objects, rejections)
+        return [], [Rejection(0, reason, detail, text)]
+    return objects, rejections
 
 
 def _kind(value: Any) -> str:

@@ -8,18 +8,18 @@ would skip records; so no exception escapes here: a failure we cannot ride out e
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from amazon_kclpy import kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as v3
 
-from consumer.worker import FatalError, InRecord, ShardWorker
+from consumer.protocol import KCLReader
+from consumer.worker import FatalError, ShardWorker
 
 log = logging.getLogger("streamkpi.processor")
 
@@ -70,14 +70,10 @@ class RecordProcessor(v3.RecordProcessorBase):
         if self.lease_gone:
             return  # a zombie must not write; KCL will shut this processor down
         worker = self._worker()
+        a2b = binascii.a2b_base64  # what base64.b64decode calls, without its Python wrapper
+        # (data, sequenceNumber, subSequenceNumber, partitionKey, arrival ms): the fields of an InRecord
         records = [
-            InRecord(
-                data=base64.b64decode(r.data),
-                sequence_number=r.sequence_number,
-                sub_sequence_number=int(r.sub_sequence_number or 0),
-                partition_key=r.partition_key,
-                arrival_ms=r.timestamp_millis,
-            )
+            (a2b(r.data), r.sequence_number, int(r.sub_sequence_number or 0), r.partition_key, r.timestamp_millis)
             for r in process_records_input.records
         ]
         worker.process(records)
@@ -166,7 +162,7 @@ def main() -> None:
     except Exception:
         log.exception("cannot start the record processor")
         sys.exit(3)
-    kcl.KCLProcess(RecordProcessor(factory)).run()
+    KCLReader(RecordProcessor(factory)).run()
 
 
 if __name__ == "__main__":

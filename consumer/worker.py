@@ -23,7 +23,7 @@ from consumer.decode import decode_parts
 from consumer.dlq import DeadLetter, DeadLetterSink
 from consumer.health import HealthSink, RateMeter
 from consumer.reasons import Reason
-from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, EventSink, Forward
+from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, EventSink, ForwardPair
 from consumer.validate import Invalid, Rules, check_event
 from streamkpi.config import AppConfig
 
@@ -40,8 +40,7 @@ class ZombieError(FatalError):
 
 
 class InRecord(NamedTuple):
-    """A Kinesis record as the worker needs it (data already base64-decoded). A NamedTuple: one is built
-    per record on the hot path, and a frozen dataclass costs twice as much to build."""
+    """A Kinesis record as the worker needs it (data already base64-decoded)."""
 
     data: bytes
     sequence_number: str
@@ -50,9 +49,15 @@ class InRecord(NamedTuple):
     arrival_ms: int
 
 
-# A valid event on its way: (event, eventType, event time, position, record, bytes to forward or None).
-_Valid = tuple[dict[str, Any], str, int, Position, InRecord, bytes | None]
-_FOLD_CHUNK = 1_000  # events folded at a time while all their windows are in memory
+# What the worker takes: an InRecord or a plain tuple of the same fields (the processor builds those: one
+# per record on the hot path, and a plain tuple costs a fraction of a NamedTuple to build).
+RecordFields = tuple[bytes, str, int, str, int]
+
+
+# A valid event on its way: (event, eventType, event time, position, its queued forward or None).
+_Valid = tuple[dict[str, Any], str, int, Position, ForwardPair | None]
+_EAGER_LOADS = 4  # windows loaded at once when first met in a batch (then one load at its end)
+_FOLD_CHUNK = 200  # events folded at a time while all their windows are in memory
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class ShardWorker:
             missing = {name for r in config.routes for name in r.sinks} - set(self.sinks)
             if missing:
                 raise ValueError(f"routes name sinks that were not built: {sorted(missing)}")
-        self.pending_forwards: dict[str, list[Forward]] = {}
+        self.pending_forwards: dict[str, list[ForwardPair]] = {}
         self.health = health
         self.wall_ms = wall_ms
         self.rate = RateMeter()
@@ -132,7 +137,7 @@ class ShardWorker:
 
     # -- processing ---------------------------------------------------------------------------------
 
-    def process(self, records: Sequence[InRecord]) -> None:
+    def process(self, records: Sequence[RecordFields]) -> None:
         """Fold a batch into memory; dead letters and forwards are buffered until the next durable flush."""
         # A batch allocates a few containers per event and keeps them until its end, so the cyclic GC
         # would scan them over and over (half the time of a batch) to find nothing: processing makes
@@ -145,109 +150,118 @@ class ShardWorker:
             if collecting:
                 gc.enable()
 
-    def _process(self, records: Sequence[InRecord]) -> None:
+    def _process(self, records: Sequence[RecordFields]) -> None:
+        if not records:
+            return
         rules = self.rules
-        routes: dict[str, tuple[str, ...]] | None = {} if self.sinks else None  # event type -> sinks
-        sinks_for = self.router.sinks_for
+        sinks_for = self.router.sinks_for if self.sinks else None
         span = self.aggregates.span
         # Valid events not folded yet. While every window they touch is in memory they are folded a
-        # chunk at a time (while still in the CPU caches); after the first event whose window must be
-        # loaded, the rest waits for the batch's one load, as folding must follow the records' order.
+        # chunk at a time (while still in the CPU caches). A window not in memory is loaded at once, up
+        # to _EAGER_LOADS loads a batch; after that the rest of the batch waits for one load at its end,
+        # as folding must follow the records' order.
         unfolded: list[_Valid] = []
         append = unfolded.append
         missing: set[WindowKey] = set()
+        loads = 0
         low = high = 0  # the event times whose windows were looked at last: [low, high)
-        queued: dict[str, list[Forward]] = {}  # this batch's forwards, per sink
+        # This batch's forwards per sink, and per event type the appends of the queues it goes to.
+        queued: dict[str, list[ForwardPair]] = {}
+        forward_to: dict[str, tuple[Callable[[ForwardPair], None], ...]] = {}
+        marks: dict[str, int] = {}  # queue lengths when the chunk being gathered began
         folded = 0
         for record in records:
-            seq = int(record.sequence_number)
-            sub = record.sub_sequence_number
-            data = record.data
-            arrival_ms = record.arrival_ms
+            data, sequence_number, sub, partition_key, arrival_ms = record
+            seq = int(sequence_number)
             objects, rejections = decode_parts(data)
             for rejection in rejections:
                 self._dead_letter(record, rejection.index, rejection.reason, rejection.detail, rejection.payload)
             alone = len(objects) + len(rejections) == 1  # the record is exactly this one event
-            for index, obj in objects:
+            for index, obj, text in objects:
                 verdict = check_event(obj, arrival_ms, rules)
-                if isinstance(verdict, Invalid):
-                    # A rejected event's raw bytes: the whole record when it held just this event.
-                    self._dead_letter(
-                        record, index, verdict.reason, verdict.detail, data if alone else _json(obj, data)
-                    )
+                if type(verdict) is Invalid:
+                    # A rejected event's raw bytes: the whole record when it held just this event, else
+                    # its own line, else its JSON.
+                    payload = data if alone else text if text is not None else _json(obj, data)
+                    self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
                     continue
-                event_type, event_ms = verdict
+                event_type, event_ms = verdict  # type: ignore[misc]
                 forward = None
-                if routes is not None:
-                    sinks = routes.get(event_type)
-                    if sinks is None:
-                        sinks = routes[event_type] = sinks_for(event_type)
-                    if sinks:
-                        # The record's own bytes when it is exactly this object on one line, else its JSON.
-                        raw = data.strip() if alone else b""
-                        one_line = raw[:1] == b"{" and b"\n" not in raw and b"\r" not in raw
-                        forward = raw if one_line else _json(obj, data)
-                        if len(forward) + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                            detail = f"event of {len(forward)} bytes is larger than a forward sink accepts"
-                            self._dead_letter(record, index, Reason.TOO_LARGE, detail, forward)
+                if sinks_for is not None:
+                    appends = forward_to.get(event_type)
+                    if appends is None:
+                        appends = forward_to[event_type] = tuple(
+                            queued.setdefault(name, []).append for name in sinks_for(event_type)
+                        )
+                    if appends:
+                        # The event's own line as it came (one line: no CR either), else its JSON.
+                        body = text if text is not None and b"\r" not in text else _json(obj, data)
+                        if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                            detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
+                            self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
                             continue
+                        forward = (partition_key, body)
+                        for add in appends:
+                            add(forward)
                 if not low <= event_ms < high:
                     low, high, absent = span(event_ms)
-                    missing.update(absent)
-                append((obj, event_type, event_ms, (seq, sub, index), record, forward))
-            self.last_record = (record.sequence_number, sub)
+                    if absent:
+                        if not missing and loads < _EAGER_LOADS:
+                            loads += 1
+                            self._load(absent)
+                        else:
+                            missing.update(absent)
+                append((obj, event_type, event_ms, (seq, sub, index), forward))
             if not missing and len(unfolded) >= _FOLD_CHUNK:
-                folded += self._fold(unfolded, routes, queued)
+                folded += self._fold(unfolded, queued, marks)
                 unfolded.clear()
+                marks = {name: len(queue) for name, queue in queued.items()}
         if missing:
-            keys = sorted(missing)
-            found = self._retry("load partials from DynamoDB", lambda: self.durable.load(self.shard_id, keys))
-            for key in keys:
-                self.aggregates.install(key, found.get(key))
-        folded += self._fold(unfolded, routes, queued)
+            self._load(missing)
+        folded += self._fold(unfolded, queued, marks)
         unfolded.clear()
         for name, forwards in queued.items():
             self.pending_forwards.setdefault(name, []).extend(forwards)
+        last = records[-1]
+        self.last_record = (last[1], last[2])  # (sequenceNumber, subSequenceNumber)
         self.stats.records += len(records)
         self.stats.events += folded
         self.records_since_checkpoint += len(records)
         self.rate.add(self.clock(), folded)
         self.last_batch_ms = self.wall_ms()
 
-    def _fold(
-        self, events: list[_Valid], routes: dict[str, tuple[str, ...]] | None, queued: dict[str, list[Forward]]
-    ) -> int:
-        """Fold valid events into the aggregates and queue their forwards; returns how many there were."""
+    def _load(self, missing: Iterable[WindowKey]) -> None:
+        """Load windows from DynamoDB into memory (an empty window where none is stored)."""
+        keys = sorted(missing)
+        found = self._retry("load partials from DynamoDB", lambda: self.durable.load(self.shard_id, keys))
+        for key in keys:
+            self.aggregates.install(key, found.get(key))
+
+    def _fold(self, events: list[_Valid], queued: dict[str, list[ForwardPair]], marks: dict[str, int]) -> int:
+        """Fold valid events into the aggregates; returns how many there were. Events already included
+        were already forwarded too (sinks flush before DynamoDB): their forwards leave the queues, whose
+        entries past `marks` are the forwards of `events`."""
         included = self.aggregates.fold(events)
         if included:
-            # Already in DynamoDB, so already forwarded too (sinks flush before DynamoDB): skip both.
             self.stats.duplicates += len(included)
-            skipped = set(included)
-            forwarded: Iterable[_Valid] = (item for i, item in enumerate(events) if i not in skipped)
-        else:
-            forwarded = events
-        if routes is not None:
-            for _, event_type, _, _, record, forward in forwarded:
-                if forward is None:
-                    continue
-                for name in routes[event_type]:
-                    queue = queued.get(name)
-                    if queue is None:
-                        queue = queued[name] = []
-                    queue.append(Forward(record.partition_key, forward))
+            dropped = {id(events[i][4]) for i in included}
+            for name, queue in queued.items():
+                mark = marks.get(name, 0)
+                queue[mark:] = [f for f in queue[mark:] if id(f) not in dropped]
         return len(events)
 
-    def _dead_letter(self, record: InRecord, index: int, reason: str, detail: str, payload: bytes) -> None:
+    def _dead_letter(self, record: RecordFields, index: int, reason: str, detail: str, payload: bytes) -> None:
+        _, sequence_number, sub_sequence_number, partition_key, arrival_ms = record
         self.stats.rejected += 1
         self.pending_letters.append(
             DeadLetter(
                 self.stream,
                 self.shard_id,
-                record.sequence_number,
-                record.sub_sequence_number,
+                sequence_number,
+                sub_sequence_number,
                 index,
-                record.partition_key,
-                record.arrival_ms,
+                partition_key,
+                arrival_ms,
                 str(reason),
                 detail,
                 payload,

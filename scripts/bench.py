@@ -55,7 +55,8 @@ if str(ROOT) not in sys.path:
 from aggregations.memory_store import MemoryStore  # noqa: E402
 from consumer.dlq import DeadLetter, MemoryDeadLetterQueue  # noqa: E402
 from consumer.processor import RecordProcessor  # noqa: E402
-from consumer.sinks import Forward, MemorySink  # noqa: E402
+from consumer.protocol import KclRecord, load_action  # noqa: E402
+from consumer.sinks import ForwardPair, MemorySink  # noqa: E402
 from consumer.worker import Cadence, ShardWorker  # noqa: E402
 from streamkpi.config import AppConfig, load_config  # noqa: E402
 from streamkpi.generator import EventGenerator, PlannedRecord  # noqa: E402
@@ -130,10 +131,10 @@ class DigestSink(MemorySink):
         self.hash = hashlib.sha256()
         self.count = 0
 
-    def send(self, events: Sequence[Forward]) -> None:
+    def send(self, events: Sequence[ForwardPair]) -> None:
         super().send(events)
         for forward in self.events if DIGESTS else ():
-            self.hash.update(forward.partition_key.encode() + b"\0" + forward.data + b"\0")
+            self.hash.update(forward[0].encode() + b"\0" + forward[1] + b"\0")
         self.count += len(self.events)
         self.events.clear()
 
@@ -241,11 +242,12 @@ def floor_pass(lines: list[str]) -> int:
 
 
 def processor_pass(lines: list[str], config: AppConfig) -> World:
-    """The lines through amazon_kclpy's parse and dispatch into the record processor, then a final flush."""
+    """The lines through the production parse (consumer.protocol, as KCLReader reads them) and amazon_kclpy's
+    dispatch into the record processor, then a final flush."""
     world = World(config)
     processor = world.processor("shardId-000000000000")
     for line in lines:
-        action = json.loads(line, object_hook=dispatch.message_decode)
+        action = load_action(line)
         action.dispatch(world.checkpointer, processor)
     world.shutdown(processor)
     return world
@@ -347,7 +349,7 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
     world = World(config, clock=clock.monotonic, wall_ms=clock.wall_ms)
     shard_ids = [f"shardId-{n:012d}" for n in range(shards)]
     processors = [world.processor(s) for s in shard_ids]
-    pending: list[list[messages.Record]] = [[] for _ in shard_ids]
+    pending: list[list[KclRecord]] = [[] for _ in shard_ids]
     next_seq = [SEQ_BASE] * shards
     events = records = 0
 
@@ -369,9 +371,7 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
             poll(next_poll)
             next_poll += KCL_POLL_MS
         shard = shard_of(record.partition_key, shards)
-        pending[shard].append(
-            messages.Record(kcl_record(record.data, next_seq[shard], record.partition_key, record.send_ms))
-        )
+        pending[shard].append(KclRecord(kcl_record(record.data, next_seq[shard], record.partition_key, record.send_ms)))
         next_seq[shard] += 1
         events += len(record.events)
         records += 1

@@ -1,7 +1,8 @@
 """A scripted stand-in for the MultiLangDaemon side of the KCL protocol.
 
-The real `amazon_kclpy.kcl.KCLProcess` runs in a thread over OS pipes; this side writes the daemon's
-JSON lines, answers checkpoint requests (optionally with an error) and collects what the processor said.
+The production `consumer.protocol.KCLReader` (amazon_kclpy's KCLProcess with a faster message parse), or
+amazon_kclpy's own `KCLProcess`, runs in a thread over OS pipes; this side writes the daemon's JSON lines,
+answers checkpoint requests (optionally with an error) and collects what the processor said.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 import orjson
 from amazon_kclpy import kcl
 
+from consumer.protocol import KCLReader
+
 
 class ProcessorExited(Exception):
     pass
 
 
 class FakeDaemon:
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: Any, process_class: type[kcl.KCLProcess] = KCLReader) -> None:
         to_child_r, self._to_child_w = os.pipe()
         self._from_child_r, from_child_w = os.pipe()
         self._writer = io.TextIOWrapper(os.fdopen(self._to_child_w, "wb"), write_through=True)
@@ -36,7 +39,7 @@ class FakeDaemon:
 
         def run() -> None:
             try:
-                kcl.KCLProcess(processor, child_in, child_out, self.errors).run()
+                process_class(processor, child_in, child_out, self.errors).run()
             except SystemExit as exc:
                 self.exit_code = int(exc.code or 0)
             finally:

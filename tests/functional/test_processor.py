@@ -1,4 +1,5 @@
-"""The record processor driven through the real amazon_kclpy KCLProcess, with in-memory stores."""
+"""The record processor driven through amazon_kclpy's KCLProcess (as KCLReader, its production form, and as
+the library ships it), with in-memory stores."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import gzip
 
 import orjson
 import pytest
+from amazon_kclpy import kcl
 
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
 from consumer.dlq import MemoryDeadLetterQueue
 from consumer.health import MemoryHealth
 from consumer.processor import RecordProcessor
+from consumer.protocol import KCLReader
 from consumer.reasons import Reason
 from consumer.sinks import MemorySink
 from consumer.worker import Cadence, ShardWorker
@@ -36,9 +39,9 @@ class Rig:
             sinks={"archive": self.sink}, health=self.health, wall_ms=lambda: ARRIVAL_MS + 1000,
         )  # fmt: skip
 
-    def start(self) -> FakeDaemon:
+    def start(self, process_class: type[kcl.KCLProcess] = KCLReader) -> FakeDaemon:
         processor = RecordProcessor(self.factory, sleep=lambda s: None, exit=raising_exit)
-        daemon = FakeDaemon(processor)
+        daemon = FakeDaemon(processor, process_class)
         daemon.initialize()
         return daemon
 
@@ -60,9 +63,10 @@ def record(payload: object, seq: int) -> dict:
     return kinesis_record(data, seq, ARRIVAL_MS)
 
 
-def test_valid_events_of_every_record_form_are_counted_then_checkpointed() -> None:
+@pytest.mark.parametrize("process_class", [KCLReader, kcl.KCLProcess], ids=["KCLReader", "amazon_kclpy"])
+def test_valid_events_of_every_record_form_are_counted_then_checkpointed(process_class: type[kcl.KCLProcess]) -> None:
     rig = Rig()
-    daemon = rig.start()
+    daemon = rig.start(process_class)
     ndjson = b"\n".join(orjson.dumps(event("page.view")) for _ in range(3))
     daemon.records(
         [
@@ -209,10 +213,10 @@ def test_valid_events_are_forwarded_to_the_archive_before_the_checkpoint_and_onl
         [record(single, 1), record([event("scroll"), 7, event("page.view")], 2), record(b"junk", 3), record(pretty, 4)]
     )
     assert daemon.checkpoints == [("4", 0)]
-    forwarded = [orjson.loads(f.data) for f in rig.sink.events]
+    forwarded = [orjson.loads(data) for _, data in rig.sink.events]
     assert [e["eventType"] for e in forwarded] == ["click", "scroll", "page.view", "search"]
-    assert all(b"\n" not in f.data for f in rig.sink.events)  # the archive is NDJSON
-    assert rig.sink.events[0].data == single  # a single-object record is forwarded byte for byte
+    assert all(b"\n" not in data for _, data in rig.sink.events)  # the archive is NDJSON
+    assert rig.sink.events[0][1] == single  # a single-object record is forwarded byte for byte
     restarted = rig.start()  # redelivery after a crash: already durable, so not forwarded again
     restarted.records([record(single, 1)])
     assert len(rig.sink.events) == 4

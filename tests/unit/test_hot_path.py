@@ -314,7 +314,13 @@ payloads = st.one_of(
 def test_decode_gives_what_the_plain_version_gave(data: bytes) -> None:
     expected = reference_decode_record(data)
     assert decode_record(data) == expected
-    assert decode_parts(data) == (expected.objects, expected.rejections)
+    objects, rejections = decode_parts(data)
+    assert ([(index, obj) for index, obj, _ in objects], rejections) == (expected.objects, expected.rejections)
+    for _, obj, text in objects:
+        # An object's own text, when given, is one line of the record that reads back as the object.
+        if text is not None:
+            assert b"\n" not in text and text == text.strip() and orjson.loads(text) == obj
+            assert text in (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
 # -- the metric fold -----------------------------------------------------------------------------------
@@ -491,16 +497,19 @@ def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, b
     return stored, hot_items, dlq.letters, sink.events, worker.stats
 
 
-def test_folding_in_chunks_while_windows_are_in_memory_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folding_in_chunks_and_loading_windows_early_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     generator = EventGenerator(7, BASE_MS, 40.0, invalid_fraction=0.05)
     records = [
         InRecord(r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms)
         for n, r in enumerate(generator.records(3_000))
     ]
-    whole = _run(records, 10**9, monkeypatch, batch=200)
+    monkeypatch.setattr(worker_module, "_EAGER_LOADS", 0)
+    whole = _run(records, 10**9, monkeypatch, batch=200)  # one load per batch, one fold per batch
     assert whole[4].duplicates > 0  # the restart replayed events already stored
-    for chunk, batch in ((1, 200), (7, 200), (50, 37), (1_000, 500)):
-        assert _run(records, chunk, monkeypatch, batch) == whole
+    for eager in (0, 1, 4, 10**9):
+        monkeypatch.setattr(worker_module, "_EAGER_LOADS", eager)
+        for chunk, batch in ((1, 200), (7, 200), (50, 37), (1_000, 500)):
+            assert _run(records, chunk, monkeypatch, batch) == whole
 
 
 def test_the_garbage_collector_runs_again_after_a_batch() -> None:

@@ -1,0 +1,79 @@
+"""consumer.protocol: the faster reading of daemon messages gives what amazon_kclpy's own reading gives."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from amazon_kclpy import dispatch, messages
+
+from consumer.protocol import KclRecord, load_action
+
+RECORDS = [
+    {
+        "action": "record",
+        "data": base64.b64encode(b'{"eventType":"click"}').decode(),
+        "partitionKey": "user-1",
+        "sequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": 1_763_337_600_123,
+    },
+    {
+        "action": "record",
+        "data": "",
+        "partitionKey": "k",
+        "sequenceNumber": "2",
+        "subSequenceNumber": None,
+        "approximateArrivalTimestamp": 1_763_337_600_999.0,
+    },
+]
+PUBLIC = ("sequence_number", "sub_sequence_number", "timestamp_millis", "approximate_arrival_timestamp",
+          "partition_key", "data", "binary_data")  # fmt: skip
+
+
+def library(line: str) -> object:
+    return json.loads(line, object_hook=dispatch.message_decode)
+
+
+def test_process_records_lines_give_records_with_the_library_api() -> None:
+    line = json.dumps({"action": "processRecords", "records": RECORDS, "millisBehindLatest": 1234})
+    ours, theirs = load_action(line), library(line)
+    assert isinstance(ours, messages.ProcessRecordsInput)
+    expected = ("processRecords", 1234)
+    assert (ours.action, ours.millis_behind_latest) == (theirs.action, theirs.millis_behind_latest) == expected
+    assert len(ours.records) == len(theirs.records) == 2
+    for mine, lib in zip(ours.records, theirs.records, strict=True):
+        assert isinstance(mine, KclRecord)
+        for name in PUBLIC:
+            assert getattr(mine, name) == getattr(lib, name), name
+        assert mine.get("partitionKey") == mine["partitionKey"] == lib["partitionKey"]
+    assert ours.records[0].binary_data == b'{"eventType":"click"}'
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
+         "subSequenceNumber": 0},
+        {"action": "checkpoint", "sequenceNumber": "5", "subSequenceNumber": 0, "error": "ThrottlingException"},
+        {"action": "checkpoint", "sequenceNumber": None, "subSequenceNumber": None},
+        {"action": "shutdownRequested"},
+        {"action": "leaseLost"},
+        {"action": "shardEnded"},
+        {"action": "processRecords", "records": [], "millisBehindLatest": 0},
+    ],
+)  # fmt: skip
+def test_other_messages_are_read_as_the_library_reads_them(message: dict) -> None:
+    line = json.dumps(message)
+    ours, theirs = load_action(line), library(line)
+    assert type(ours) is type(theirs)
+    assert vars(ours) == vars(theirs)  # the library's own message class, with the same fields
+
+
+def test_unknown_actions_fail_as_in_the_library() -> None:
+    line = json.dumps({"action": "dance"})
+    with pytest.raises(dispatch.MalformedAction):
+        library(line)
+    with pytest.raises(dispatch.MalformedAction):
+        load_action(line)
