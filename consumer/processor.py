@@ -8,7 +8,6 @@ would skip records; so no exception escapes here: a failure we cannot ride out e
 
 from __future__ import annotations
 
-import binascii
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as v3
 
-from consumer.protocol import KCLReader
+from consumer.protocol import KCLReader, b64decode
 from consumer.worker import FatalError, ShardWorker
 
 log = logging.getLogger("streamkpi.processor")
@@ -70,10 +69,9 @@ class RecordProcessor(v3.RecordProcessorBase):
         if self.lease_gone:
             return  # a zombie must not write; KCL will shut this processor down
         worker = self._worker()
-        a2b = binascii.a2b_base64  # what base64.b64decode calls, without its Python wrapper
         # (data, sequenceNumber, subSequenceNumber, partitionKey, arrival ms): the fields of an InRecord
         records = [
-            (a2b(r.data), r.sequence_number, int(r.sub_sequence_number or 0), r.partition_key, r.timestamp_millis)
+            (b64decode(r.data), r.sequence_number, int(r.sub_sequence_number or 0), r.partition_key, r.timestamp_millis)
             for r in process_records_input.records
         ]
         worker.process(records)

@@ -4,8 +4,8 @@ amazon_kclpy parses each line with `json.loads` and an object hook, and its `Rec
 `datetime` for every record (`datetime.fromtimestamp`, which asks the C library for the time zone):
 together about a third of what a record costs the processor. `KCLReader` parses `processRecords` lines
 with orjson into `KclRecord`s, which offer the same public attributes as `amazon_kclpy.messages.Record`
-and compute the datetime only when asked. Every other message (initialize, checkpoint responses,
-shutdown, ...) goes through amazon_kclpy's own parse, unchanged.
+and compute the datetime only when asked; `b64decode` decodes their data with pybase64. Every other
+message (initialize, checkpoint responses, shutdown, ...) goes through amazon_kclpy's own parse.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pybase64
 from amazon_kclpy import dispatch, kcl, messages
 
 
@@ -45,6 +46,15 @@ class KclRecord:
 
     def __getitem__(self, field: str) -> Any:
         return self._json_dict[field]
+
+
+def b64decode(text: str) -> bytes:
+    """`base64.b64decode(text)`: the same bytes or the same error, about 6x faster for canonical base64
+    (all that the daemon sends: Java's encoder) through pybase64's SIMD decoder."""
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except ValueError:  # not canonical: whatever the standard library makes of it (lenient), or its error
+        return base64.b64decode(text)
 
 
 def load_action(line: str | bytes) -> Any:

@@ -41,9 +41,13 @@ def test_replays_and_any_partition_give_the_same_registers_and_estimate(items: l
 
 @given(st.lists(st.text(max_size=8), max_size=40, unique=True))
 def test_small_sets_are_counted_exactly(items: list[str]) -> None:
-    # Linear counting is exact while no two values share a register (40 values in 4,096 registers).
+    # Linear counting is exact while no two values share a register: it counts the registers in use
+    # (40 values in 4,096 registers share one now and then, which hypothesis finds).
+    in_use = len({hll.locate(item)[0] for item in items})
     estimate = hll.estimate(registers(items))
-    assert abs(estimate - len(items)) <= 1
+    assert abs(estimate - in_use) <= 1
+    if in_use == len(items):
+        assert abs(estimate - len(items)) <= 1
 
 
 @pytest.mark.parametrize("n", [1_000, 20_000, 200_000])

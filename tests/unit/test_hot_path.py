@@ -7,6 +7,7 @@ generated inputs: same values, same reasons and details, same order of groups an
 
 from __future__ import annotations
 
+import base64
 import gc
 import gzip
 import tracemalloc
@@ -27,6 +28,7 @@ from aggregations import hll
 from aggregations.memory_store import MemoryStore
 from aggregations.metrics import _MISSING, OTHER_GROUP, MetricDef
 from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
+from consumer import protocol
 from consumer.decode import Decoded, Rejection, _classify_parse_failure, _kind, decode_parts, decode_record, inflate
 from consumer.dlq import MemoryDeadLetterQueue
 from consumer.reasons import Reason
@@ -289,6 +291,26 @@ def test_validate_event_gives_what_the_plain_version_gave(event: dict, arrival_m
 
 
 # -- decoding ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_record_data_decodes_as_the_standard_library_decodes_it(data: bytes) -> None:
+    text = base64.b64encode(data).decode()  # what the daemon sends (canonical base64)
+    assert protocol.b64decode(text) == base64.b64decode(text) == data
+
+
+@settings(max_examples=2_000)
+@given(st.text(alphabet="ABCxyz019+/=\n -_!é", max_size=24))
+def test_any_other_text_decodes_or_fails_as_in_the_standard_library(text: str) -> None:
+    outcomes = []
+    for decode in (base64.b64decode, protocol.b64decode):
+        try:
+            outcomes.append(decode(text))
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=5),
