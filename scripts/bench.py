@@ -127,35 +127,50 @@ class NullCheckpointer:
 DIGESTS = False
 
 
+def json_value(data: bytes) -> Any:
+    """What JSON bytes mean (their text when they are no JSON): equal for two spellings of one value."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("latin-1")
+
+
 class DigestSink(MemorySink):
-    """The archive route's MemorySink, keeping a count (and with --check a digest) instead of every event."""
+    """The archive route's MemorySink, keeping a count (and with --check digests) instead of every event:
+    `hash` of the bytes forwarded, `values` of the JSON values they hold."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.hash = hashlib.sha256()
+        self.values = hashlib.sha256()
         self.count = 0
 
     def send(self, events: Sequence[ForwardPair]) -> None:
         super().send(events)
-        for forward in self.events if DIGESTS else ():
-            self.hash.update(forward[0].encode() + b"\0" + forward[1] + b"\0")
+        for key, data in self.events if DIGESTS else ():
+            self.hash.update(key.encode() + b"\0" + data + b"\0")
+            self.values.update(orjson.dumps([key, json_value(data)]))
         self.count += len(self.events)
         self.events.clear()
 
 
 class DigestDeadLetters(MemoryDeadLetterQueue):
-    """The in-memory DLQ, keeping a count (and with --check a digest) instead of every letter."""
+    """The in-memory DLQ, keeping a count (and with --check digests, as DigestSink) instead of every letter."""
 
     def __init__(self) -> None:
         super().__init__()
         self.hash = hashlib.sha256()
+        self.values = hashlib.sha256()
         self.count = 0
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
         super().send(letters)
         for letter in self.letters if DIGESTS else ():
-            self.hash.update(orjson.dumps([letter.identity, letter.reason, letter.detail, letter.arrival_ms]))
+            about = orjson.dumps([letter.identity, letter.reason, letter.detail, letter.arrival_ms])
+            self.hash.update(about)
             self.hash.update(letter.payload)
+            self.values.update(about)
+            self.values.update(orjson.dumps(json_value(letter.payload)))
         self.count += len(self.letters)
         self.letters.clear()
 
@@ -206,16 +221,18 @@ class World:
     def shutdown(self, processor: RecordProcessor) -> None:
         messages.ShutdownRequestedInput({"action": "shutdownRequested"}).dispatch(self.checkpointer, processor)
 
-    def digest(self) -> str:
-        """Everything the processors produced, hashed: equal digests mean equal results."""
+    def digest(self, values: bool = False) -> str:
+        """Everything the processors produced, hashed: equal digests mean equal results. With `values`,
+        forwarded and dead-lettered bytes count by the JSON values they hold (so another spelling of the
+        same event, e.g. the producer's own `20.00` where orjson writes `20.0`, gives the same digest)."""
         h = hashlib.sha256()
         for store in (self.durable, self.hot):
             for key in sorted(store.items):
                 p = store.items[key]
                 h.update(orjson.dumps([p.resolution, p.start_ms, p.shard_id, p.position], option=orjson.OPT_SORT_KEYS))
                 h.update(orjson.dumps(p.metrics))  # in stored order: the order of groups counts too
-        h.update(self.dlq.hash.digest())
-        h.update(self.archive.hash.digest())
+        for sent in (self.dlq, self.archive):
+            h.update((sent.values if values else sent.hash).digest())
         return h.hexdigest()[:16]
 
 
@@ -540,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report))
     if args.check:
         print(f"digest: throughput {world.digest()} writes {writes_world.digest()}")
+        print(f"values digest: throughput {world.digest(values=True)} writes {writes_world.digest(values=True)}")
     if not args.no_docs:
         write_block(["", *report, ""], MARK_START, MARK_END)
         print(f"(written to {DOCS.relative_to(ROOT)})", file=sys.stderr)
