@@ -85,7 +85,7 @@ class Services:
         for sink in self.config.sinks:
             if sink.type == "firehose":
                 target = sink.target or self.settings.firehose_stream
-                built[sink.name] = FirehoseSink(sink.name, self.client("firehose"), target)
+                built[sink.name] = FirehoseSink(sink.name, self.client("firehose"), target, pack=sink.pack)
             else:
                 built[sink.name] = KinesisStreamSink(sink.name, self.client("kinesis"), str(sink.target))
         return built

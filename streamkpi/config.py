@@ -36,6 +36,7 @@ class SinkDef:
     name: str
     type: str
     target: str | None = None
+    pack: bool = True  # firehose: many events per Firehose record
 
 
 @dataclass(frozen=True)
@@ -142,19 +143,23 @@ def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:
         where = f"{source}: sinks.{name}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: must be a table with type = {' or '.join(map(repr, SINK_TYPES))}")
-        unknown = set(spec) - {"type", "delivery_stream", "stream"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: type, delivery_stream, stream")
         kind = spec.get("type")
         if kind not in SINK_TYPES:
             raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
+        allowed = ("type", "delivery_stream", "pack") if kind == "firehose" else ("type", "stream")
+        unknown = set(spec) - set(allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed for {kind}: {', '.join(allowed)}")
+        pack = spec.get("pack", True)
+        if not isinstance(pack, bool):
+            raise ConfigError(f"{where}.pack: must be true or false, got {pack!r}")
         key = "delivery_stream" if kind == "firehose" else "stream"
         target = spec.get(key)
         if target is not None and (not isinstance(target, str) or not target):
             raise ConfigError(f"{where}.{key}: must be a non-empty name")
         if kind == "kinesis" and target is None:
             raise ConfigError(f'{where}: a kinesis sink needs stream = "<stream name>"')
-        out.append(SinkDef(name, kind, target))
+        out.append(SinkDef(name, kind, target, pack))
     return tuple(out)
 
 

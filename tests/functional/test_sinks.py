@@ -219,13 +219,16 @@ def test_kinesis_sink_delivers_every_event_once_in_key_order(kinesis: Any) -> No
     assert sleeps == []
 
 
-def test_firehose_sink_archive_is_exactly_the_ndjson_of_the_events(firehose: Any) -> None:
+@pytest.mark.parametrize("pack", [True, False])
+def test_firehose_sink_archive_is_exactly_the_ndjson_of_the_events(firehose: Any, pack: bool) -> None:
     events = make_events(1234)
-    sink = FirehoseSink("archive", firehose, DELIVERY, sleep=Sleeps())
+    sink = FirehoseSink("archive", firehose, DELIVERY, sleep=Sleeps(), pack=pack)
     sink.send(events)
 
     objects = assert_archive_holds_exactly(events)
-    assert len(objects) == 3  # 500 + 500 + 234, one object per PutRecordBatch in moto
+    # One object per PutRecordBatch in moto: packed, 1,234 small events are one record in one call;
+    # one record per event, 500 + 500 + 234.
+    assert len(objects) == (1 if pack else 3)
     blob = b"".join(e.data + b"\n" for e in events)
     for obj in objects:  # each call's records stay in order
         at = blob.find(obj)
@@ -278,15 +281,32 @@ def test_kinesis_batches_respect_count_and_byte_limits() -> None:
 def test_firehose_batches_respect_count_and_byte_limits() -> None:
     events = make_events(1234, pad=20_000)
     fake = RecordingFake()
-    FirehoseSink("f", fake, DELIVERY).send(events)
+    FirehoseSink("f", fake, DELIVERY, pack=False).send(events)
     assert all(len(call) <= 500 for call in fake.calls)
     assert all(sum(len(r["Data"]) for r in call) <= FIREHOSE_MAX_BATCH_BYTES for call in fake.calls)
     assert len(fake.calls) > 3
     assert [r["Data"] for call in fake.calls for r in call] == [e.data + b"\n" for e in events]
 
     fake = RecordingFake()
-    FirehoseSink("f", fake, DELIVERY).send(make_events(1234))
+    FirehoseSink("f", fake, DELIVERY, pack=False).send(make_events(1234))
     assert [len(call) for call in fake.calls] == [500, 500, 234]
+
+
+@pytest.mark.parametrize(("count", "pad"), [(1, 0), (1234, 0), (1234, 20_000), (300, 400_000), (5_000, 900)])
+def test_firehose_packs_consecutive_events_into_records_of_at_most_the_record_limit(count: int, pad: int) -> None:
+    events = make_events(count, pad=pad)
+    fake = RecordingFake()
+    FirehoseSink("f", fake, DELIVERY).send(events)
+    records = [r["Data"] for call in fake.calls for r in call]
+    assert b"".join(records) == b"".join(e.data + b"\n" for e in events)  # the same NDJSON, in order
+    assert all(r.endswith(b"\n") for r in records)  # no event is split across records
+    assert all(len(r) <= FIREHOSE_MAX_RECORD_BYTES for r in records)
+    assert all(len(call) <= 500 for call in fake.calls)
+    assert all(sum(len(r["Data"]) for r in call) <= FIREHOSE_MAX_BATCH_BYTES for call in fake.calls)
+    line = len(events[0].data) + 1
+    # Greedy: a record ends only where the next line would not fit.
+    assert all(len(r) + line > FIREHOSE_MAX_RECORD_BYTES for r in records[:-1])
+    assert len(fake.calls) <= -(-sum(map(len, records)) // (FIREHOSE_MAX_BATCH_BYTES - FIREHOSE_MAX_RECORD_BYTES)) + 1
 
 
 # --- partial failures and whole-call failures -------------------------------------------------------
@@ -313,11 +333,27 @@ def test_kinesis_partial_failure_resends_only_the_refused_entries(kinesis: Any, 
 def test_firehose_partial_failure_resends_only_the_refused_entries(firehose: Any) -> None:
     events = make_events(1234)
     flaky = FlakyClient(firehose, refuse_calls=1)
-    FirehoseSink("archive", flaky, DELIVERY, sleep=Sleeps()).send(events)
+    FirehoseSink("archive", flaky, DELIVERY, sleep=Sleeps(), pack=False).send(events)
 
     assert_archive_holds_exactly(events)
     assert flaky.calls[1] == flaky.refused[0]
     assert [len(c) for c in flaky.calls] == [500, 167, 500, 234]
+
+
+def test_firehose_partial_failure_of_packed_records_resends_only_those_records(firehose: Any, caplog: Any) -> None:
+    events = make_events(1234, pad=20_000)  # about 49 events a record, 4 records a call
+    flaky = FlakyClient(firehose, refuse_calls=1)
+    with caplog.at_level(logging.WARNING, logger="streamkpi.sinks"):
+        FirehoseSink("archive", flaky, DELIVERY, sleep=Sleeps()).send(events)
+
+    assert_archive_holds_exactly(events)  # every event once: none lost, none doubled
+    assert flaky.calls[1] == flaky.refused[0]
+    first = flaky.calls[0]
+    assert len(first) == 4 and len(flaky.calls[1]) == 1
+    warning = next(r for r in caplog.records if r.name == "streamkpi.sinks")
+    refused_events = flaky.refused[0][0].count(b"\n")
+    assert warning.failed == 1 and warning.of == 4  # records
+    assert warning.pending == 1234 - sum(r.count(b"\n") for r in first) + refused_events  # events
 
 
 def test_kinesis_whole_call_throttling_and_connection_errors_are_retried(kinesis: Any) -> None:
@@ -356,7 +392,7 @@ def test_persistent_failure_raises_store_unavailable_after_attempts(kind: str, f
         sink = KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps, attempts=5)
         target = STREAM
     else:
-        sink = FirehoseSink("archive", fake, DELIVERY, sleep=sleeps, attempts=5)
+        sink = FirehoseSink("archive", fake, DELIVERY, sleep=sleeps, attempts=5, pack=False)
         target = DELIVERY
     with pytest.raises(StoreUnavailableError) as raised:
         sink.send(make_events(1234))
@@ -364,6 +400,15 @@ def test_persistent_failure_raises_store_unavailable_after_attempts(kind: str, f
     assert sink.name in message and target in message and "1234 of 1234" in message
     assert len(fake.calls) == 5 and all(len(c) == 500 for c in fake.calls)
     assert len(sleeps) == 4 and all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+
+
+@pytest.mark.parametrize("fail", ["call", "entries"])
+def test_a_packed_firehose_failure_counts_events_not_records(fail: str) -> None:
+    fake = RecordingFake(fail=fail)
+    sink = FirehoseSink("archive", fake, DELIVERY, sleep=Sleeps(), attempts=2)
+    with pytest.raises(StoreUnavailableError, match="1234 of 1234 events"):
+        sink.send(make_events(1234))
+    assert [len(c) for c in fake.calls] == [1, 1]  # one packed record, tried twice
 
 
 def test_default_attempts_and_capped_backoff() -> None:

@@ -270,3 +270,31 @@ def test_metric_that_is_not_a_table() -> None:
 
 def test_strict_types_must_be_a_boolean() -> None:
     assert "validation.strict_types" in config_error('[validation]\nstrict_types = "yes"\n')
+
+
+def test_firehose_sinks_pack_events_unless_told_not_to() -> None:
+    config = parse_config(
+        '[sinks.archive]\ntype = "firehose"\n[sinks.raw]\ntype = "firehose"\ndelivery_stream = "raw"\npack = false\n'
+        '[sinks.fanout]\ntype = "kinesis"\nstream = "s"\n',
+        "my.toml",
+    )
+    assert {s.name: (s.type, s.target, s.pack) for s in config.sinks} == {
+        "archive": ("firehose", None, True),
+        "raw": ("firehose", "raw", False),
+        "fanout": ("kinesis", "s", True),
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('type = "firehose"\npack = "yes"', "sinks.archive.pack: must be true or false, got 'yes'"),
+        ('type = "kinesis"\nstream = "s"\npack = false', "unknown key(s) ['pack']; allowed for kinesis: type, stream"),
+        (
+            'type = "firehose"\nstream = "s"',
+            "unknown key(s) ['stream']; allowed for firehose: type, delivery_stream, pack",
+        ),
+    ],
+)
+def test_sink_keys_are_checked_per_type(table: str, expected: str) -> None:
+    assert expected in config_error(f"[sinks.archive]\n{table}\n")
