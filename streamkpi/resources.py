@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from consumer.dlq import DEFAULT_S3_PREFIX
 from streamkpi.settings import Settings
 
 log = logging.getLogger("streamkpi.resources")
@@ -109,6 +110,35 @@ def ensure_bucket(s3: Any, name: str, region: str) -> None:
             raise
 
 
+DLQ_PAYLOAD_RULE_ID = "streamkpi-dlq-payloads"
+# SQS keeps a DLQ message at most 14 days (the queue's retention): a payload object the DLQ wrote to S3
+# is of no use a day after that, whether or not its message was redriven.
+DLQ_PAYLOAD_DAYS = 15
+
+
+def ensure_dlq_payload_expiry(s3: Any, bucket: str, prefix: str = DEFAULT_S3_PREFIX) -> bool:
+    """Add a lifecycle rule expiring DLQ payload objects under `prefix`, keeping the bucket's other rules.
+    Returns True when the rule was added (False: it was there already)."""
+    try:
+        rules = list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
+    except ClientError as exc:
+        if not _exists(exc, "NoSuchLifecycleConfiguration"):
+            raise
+        rules = []
+    if any(rule.get("ID") == DLQ_PAYLOAD_RULE_ID for rule in rules):
+        return False
+    rules.append(
+        {
+            "ID": DLQ_PAYLOAD_RULE_ID,
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": DLQ_PAYLOAD_DAYS},
+        }
+    )
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    return True
+
+
 def ensure_firehose(firehose: Any, name: str, bucket: str) -> None:
     try:
         firehose.describe_delivery_stream(DeliveryStreamName=name)
@@ -137,7 +167,9 @@ def create_all(settings: Settings, client: ClientFactory) -> dict[str, Any]:
     seeded = seed_leases(dynamodb, settings.app_name, shards, settings.initial_position)
     ensure_table(dynamodb, settings.metrics_table, [("pk", "S", "HASH"), ("sk", "S", "RANGE")], "expires_at")
     queue_url = ensure_queue(client("sqs"), settings.dlq_queue)
-    ensure_bucket(client("s3"), settings.archive_bucket, settings.region)
+    s3 = client("s3")
+    ensure_bucket(s3, settings.archive_bucket, settings.region)
+    ensure_dlq_payload_expiry(s3, settings.archive_bucket)
     ensure_firehose(client("firehose"), settings.firehose_stream, settings.archive_bucket)
     summary = {
         "stream": settings.stream,

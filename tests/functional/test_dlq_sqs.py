@@ -26,6 +26,7 @@ from consumer.dlq import (
     letter_payload,
     s3_key,
 )
+from streamkpi.resources import ensure_bucket, ensure_dlq_payload_expiry
 
 BUCKET = "archive"
 
@@ -271,3 +272,17 @@ def test_characters_sqs_refuses_are_escaped_and_round_trip(aws: None) -> None:
     SqsDeadLetterQueue(sqs, url, sleep=lambda s: None).send([odd])
     [message] = drain(sqs, url)
     assert orjson.loads(message["Body"])["partitionKey"] == "pk-\uffff"
+
+
+def test_dlq_payload_objects_expire_by_a_lifecycle_rule_that_keeps_the_buckets_own(aws: None) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ensure_bucket(s3, BUCKET, "us-east-1")
+    own = {"ID": "raw-archive-to-glacier", "Filter": {"Prefix": "2025/"}, "Status": "Enabled",
+           "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}  # fmt: skip
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [own]})
+    assert ensure_dlq_payload_expiry(s3, BUCKET) is True
+    assert ensure_dlq_payload_expiry(s3, BUCKET) is False  # once
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert [r["ID"] for r in rules] == ["raw-archive-to-glacier", "streamkpi-dlq-payloads"]
+    assert rules[1]["Filter"] == {"Prefix": "dlq/"} and rules[1]["Expiration"] == {"Days": 15}
+    assert rules[1]["Status"] == "Enabled"

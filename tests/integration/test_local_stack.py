@@ -77,6 +77,10 @@ def test_resources_exist_and_the_lease_table_is_seeded_per_shard(stack: Stack) -
     assert ttl["AttributeName"] == "expires_at"
     assert fresh.client("sqs").get_queue_url(QueueName=s.dlq_queue)["QueueUrl"]
     fresh.client("s3").head_bucket(Bucket=s.archive_bucket)
+    lifecycle = fresh.client("s3").get_bucket_lifecycle_configuration(Bucket=s.archive_bucket)["Rules"]
+    assert [(r["ID"], r["Filter"], r["Expiration"]) for r in lifecycle] == [
+        ("streamkpi-dlq-payloads", {"Prefix": "dlq/"}, {"Days": 15})
+    ]
     firehose = fresh.client("firehose").describe_delivery_stream(DeliveryStreamName=s.firehose_stream)
     destination = firehose["DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"]
     assert destination["BucketARN"] == f"arn:aws:s3:::{s.archive_bucket}"
