@@ -123,7 +123,8 @@ def decode_parts(
     except orjson.JSONDecodeError:
         return _decode_ndjson(inflated)
     if isinstance(parsed, dict):
-        return [(0, parsed, None if b"\n" in inflated else inflated.strip())], []
+        text = inflated.strip()  # one object, perhaps with a trailing newline: its own text if on one line
+        return [(0, parsed, None if b"\n" in text else text)], []
     if isinstance(parsed, list):
         objects: list[Part] = [(index, item, None) for index, item in enumerate(parsed) if isinstance(item, dict)]
         if len(objects) == len(parsed):

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.decode import DEFAULT_MAX_INFLATED_BYTES, GZIP_MAGIC, Decoded, Rejection, decode_record, inflate
+from consumer.decode import (
+    DEFAULT_MAX_INFLATED_BYTES,
+    GZIP_MAGIC,
+    Decoded,
+    Rejection,
+    decode_parts,
+    decode_record,
+    inflate,
+)
 from consumer.reasons import Reason
 
 EVENT = {"eventType": "page.view", "timestamp": "2019-11-15 18:05:00Z", "path": "/donate", "data": {"n": 1}}
@@ -408,3 +416,23 @@ def test_any_truncated_gzip_is_one_bad_compression_rejection(record: tuple[bytes
         rejection = only_rejection(decoded)
         assert rejection.reason is Reason.BAD_COMPRESSION
         assert rejection.payload == truncated
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (b'{"a": 1}', b'{"a": 1}'),
+        (b'  {"a": 1}\r\n', b'{"a": 1}'),  # a trailing newline: still one line
+        (b'{\n  "a": 1\n}', None),  # pretty-printed: no line of its own
+        (b'[{"a": 1}, {"b": 2}]', None),  # array elements: none either
+    ],
+)
+def test_objects_come_with_their_own_line_when_they_have_one(data: bytes, text: bytes | None) -> None:
+    objects, _ = decode_parts(data)
+    assert objects[0][2] == text
+
+
+def test_ndjson_objects_come_with_their_lines() -> None:
+    objects, rejections = decode_parts(b'{"a": 1}\n 7\n  {"b": 2} \r\n')
+    assert [(index, text) for index, _, text in objects] == [(0, b'{"a": 1}'), (2, b'{"b": 2}')]
+    assert [r.index for r in rejections] == [1]
