@@ -59,7 +59,10 @@ def b64decode(text: str) -> bytes:
 
 def load_action(line: str | bytes) -> Any:
     """One daemon message as amazon_kclpy's dispatchable message object."""
-    message = orjson.loads(line)
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError:  # orjson is stricter (e.g. lone surrogates): the library's parse decides
+        return json.loads(line, object_hook=dispatch.message_decode)
     if type(message) is dict and message.get("action") == "processRecords" and type(message.get("records")) is list:
         message["records"] = [KclRecord(record) for record in message["records"]]
         return messages.ProcessRecordsInput(message)

@@ -16,7 +16,7 @@ class Reason(StrEnum):
     IN_FUTURE = "in_future"  # event time further ahead of arrival time than the allowed skew
     SCHEMA = "schema"  # the event fails its type's JSON Schema
     UNKNOWN_TYPE = "unknown_type"  # strict_types is on and no schema/route names this type
-    TOO_LARGE = "too_large"  # the payload inflates past the size cap
+    TOO_LARGE = "too_large"  # the payload inflates past the size cap; or an event no forward sink can take
     BAD_COMPRESSION = "bad_compression"  # gzip/zlib magic bytes but a corrupt or truncated stream
 
 
@@ -31,6 +31,9 @@ REASON_DOCS: dict[str, str] = {
     "in_future": "The event is further in the future than the allowed skew, judged against arrival time.",
     "schema": "The event fails the JSON Schema configured for its type.",
     "unknown_type": "`strict_types` is on and the event type has no schema and no route.",
-    "too_large": "The payload inflates to more than the decompression cap.",
+    "too_large": (
+        "The payload inflates to more than the decompression cap, or an event is too large (or nested too deep) "
+        "for a forward sink."
+    ),
     "bad_compression": "Gzip/zlib magic bytes, but the compressed stream is corrupt or truncated.",
 }

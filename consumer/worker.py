@@ -151,8 +151,6 @@ class ShardWorker:
                 gc.enable()
 
     def _process(self, records: Sequence[RecordFields]) -> None:
-        if not records:
-            return
         rules = self.rules
         sinks_for = self.router.sinks_for if self.sinks else None
         span = self.aggregates.span
@@ -195,10 +193,18 @@ class ShardWorker:
                         )
                     if appends:
                         # The event's own line as it came (one line: no CR either), else its JSON.
-                        body = text if text is not None and b"\r" not in text else _json(obj, data)
-                        if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                            detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
-                            self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
+                        if text is not None and b"\r" not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
+                            body: bytes | None = text
+                        else:
+                            body = _compact_json(obj)
+                        if body is None or len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                            detail = (
+                                f"event nested deeper than {_MAX_WRITE_DEPTH} levels: no forward sink can take its JSON"
+                                if body is None
+                                else f"event of {len(body)} bytes is larger than a forward sink accepts"
+                            )
+                            payload = body or (text if text is not None else data)
+                            self._dead_letter(record, index, Reason.TOO_LARGE, detail, payload)
                             continue
                         forward = (partition_key, body)
                         for add in appends:
@@ -221,9 +227,11 @@ class ShardWorker:
         folded += self._fold(unfolded, queued, marks)
         unfolded.clear()
         for name, forwards in queued.items():
-            self.pending_forwards.setdefault(name, []).extend(forwards)
-        last = records[-1]
-        self.last_record = (last[1], last[2])  # (sequenceNumber, subSequenceNumber)
+            if forwards:
+                self.pending_forwards.setdefault(name, []).extend(forwards)
+        if records:  # (KCL sends empty batches on idle polls: callProcessRecordsEvenForEmptyRecordList)
+            last = records[-1]
+            self.last_record = (last[1], last[2])  # (sequenceNumber, subSequenceNumber)
         self.stats.records += len(records)
         self.stats.events += folded
         self.records_since_checkpoint += len(records)
@@ -384,11 +392,20 @@ class ShardWorker:
                 delay = min(delay * 2, 5.0)
 
 
-def _json(obj: dict[str, Any], record_data: bytes) -> bytes:
+_MAX_WRITE_DEPTH = 254  # levels of nesting orjson writes (it reads deeper)
+
+
+def _compact_json(obj: dict[str, Any]) -> bytes | None:
+    """The event as compact JSON, or None when orjson cannot write it (nested deeper than it writes)."""
     try:
         # A copy: orjson's own result keeps its whole (4 KiB or larger) buffer alive, and these bytes
         # wait in memory for the next durable flush.
         return memoryview(orjson.dumps(obj)).tobytes()
     except orjson.JSONEncodeError:
-        # Nesting deeper than orjson writes (it reads deeper): keep the whole record so nothing is lost.
-        return record_data
+        return None
+
+
+def _json(obj: dict[str, Any], record_data: bytes) -> bytes:
+    """A rejected event's JSON; the whole record when orjson cannot write the event, so nothing is lost."""
+    body = _compact_json(obj)
+    return record_data if body is None else body

@@ -149,7 +149,15 @@ def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:
         allowed = ("type", "delivery_stream", "pack") if kind == "firehose" else ("type", "stream")
         unknown = set(spec) - set(allowed)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed for {kind}: {', '.join(allowed)}")
+            target_key = "delivery_stream" if kind == "firehose" else "stream"
+            hint = (
+                f" (a {kind} sink names its target with {target_key})"
+                if {"stream", "delivery_stream"} & unknown
+                else ""
+            )
+            raise ConfigError(
+                f"{where}: unknown key(s) {sorted(unknown)}; allowed for {kind}: {', '.join(allowed)}{hint}"
+            )
         pack = spec.get("pack", True)
         if not isinstance(pack, bool):
             raise ConfigError(f"{where}.pack: must be true or false, got {pack!r}")

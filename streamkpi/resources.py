@@ -117,25 +117,37 @@ DLQ_PAYLOAD_DAYS = 15
 
 
 def ensure_dlq_payload_expiry(s3: Any, bucket: str, prefix: str = DEFAULT_S3_PREFIX) -> bool:
-    """Add a lifecycle rule expiring DLQ payload objects under `prefix`, keeping the bucket's other rules.
-    Returns True when the rule was added (False: it was there already)."""
+    """Make the bucket's lifecycle expire DLQ payload objects under `prefix`, keeping its other rules (and
+    its other lifecycle settings). Returns True when the configuration was written (False: already so)."""
+    wanted = {
+        "ID": DLQ_PAYLOAD_RULE_ID,
+        "Filter": {"Prefix": prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": DLQ_PAYLOAD_DAYS},
+    }
     try:
-        rules = list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
+        current = s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     except ClientError as exc:
         if not _exists(exc, "NoSuchLifecycleConfiguration"):
             raise
-        rules = []
-    if any(rule.get("ID") == DLQ_PAYLOAD_RULE_ID for rule in rules):
+        current = {}
+    rules = list(current.get("Rules", []))
+    ours = [rule for rule in rules if rule.get("ID") == DLQ_PAYLOAD_RULE_ID]
+    if ours and all({key: rule.get(key) for key in wanted} == wanted for rule in ours):
         return False
-    rules.append(
-        {
-            "ID": DLQ_PAYLOAD_RULE_ID,
-            "Filter": {"Prefix": prefix},
-            "Status": "Enabled",
-            "Expiration": {"Days": DLQ_PAYLOAD_DAYS},
-        }
-    )
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    # S3 refuses a configuration that mixes the legacy top-level Prefix with Filter: write theirs as the
+    # equivalent Filter.
+    others = [
+        {**{k: v for k, v in rule.items() if k != "Prefix"}, "Filter": {"Prefix": rule["Prefix"]}}
+        if "Prefix" in rule and "Filter" not in rule
+        else rule
+        for rule in rules
+        if rule.get("ID") != DLQ_PAYLOAD_RULE_ID
+    ]
+    extra = {}
+    if "TransitionDefaultMinimumObjectSize" in current:
+        extra["TransitionDefaultMinimumObjectSize"] = current["TransitionDefaultMinimumObjectSize"]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [*others, wanted]}, **extra)
     return True
 
 

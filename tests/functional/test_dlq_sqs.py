@@ -286,3 +286,28 @@ def test_dlq_payload_objects_expire_by_a_lifecycle_rule_that_keeps_the_buckets_o
     assert [r["ID"] for r in rules] == ["raw-archive-to-glacier", "streamkpi-dlq-payloads"]
     assert rules[1]["Filter"] == {"Prefix": "dlq/"} and rules[1]["Expiration"] == {"Days": 15}
     assert rules[1]["Status"] == "Enabled"
+
+
+def test_the_dlq_payload_rule_is_added_to_a_bucket_without_lifecycle_and_mended_when_changed(aws: None) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ensure_bucket(s3, BUCKET, "us-east-1")
+    assert ensure_dlq_payload_expiry(s3, BUCKET) is True  # no lifecycle configuration before
+    stale = {"ID": "streamkpi-dlq-payloads", "Filter": {"Prefix": "dlq/"}, "Status": "Enabled",
+             "Expiration": {"Days": 3}}  # fmt: skip
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [stale]})
+    assert ensure_dlq_payload_expiry(s3, BUCKET) is True
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert [(r["ID"], r["Expiration"]) for r in rules] == [("streamkpi-dlq-payloads", {"Days": 15})]
+
+
+def test_legacy_prefix_rules_are_kept_as_the_equivalent_filter(aws: None) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ensure_bucket(s3, BUCKET, "us-east-1")
+    legacy = {"ID": "old", "Prefix": "tmp/", "Status": "Enabled", "Expiration": {"Days": 1}}
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [legacy]})
+    assert ensure_dlq_payload_expiry(s3, BUCKET) is True
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert [(r["ID"], r.get("Filter"), r["Expiration"]) for r in rules] == [
+        ("old", {"Prefix": "tmp/"}, {"Days": 1}),
+        ("streamkpi-dlq-payloads", {"Prefix": "dlq/"}, {"Days": 15}),
+    ]

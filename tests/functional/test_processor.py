@@ -280,3 +280,42 @@ def test_each_reason_code_reaches_the_dlq_with_its_payload_before_the_checkpoint
     assert rig.counts(rig.durable) == {"page.view": 1}
     assert daemon.checkpoints == [("6", 0)]
     daemon.close()
+
+
+def nested(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_an_event_nested_too_deep_to_forward_goes_to_the_dlq_alone() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    deep = event("click", data=nested(300))  # orjson reads it but cannot write it
+    text = b'[%s,{"eventType":"click","timestamp":%d,"data":%s}]' % (
+        orjson.dumps(event("scroll")),
+        deep["timestamp"],
+        b'{"a":' * 299 + b'{"leaf":1}' + b"}" * 299,
+    )
+    daemon.records([record(text, 1)])
+    letters = [(letter.reason, letter.identity, letter.detail) for letter in rig.dlq.letters]
+    detail = "event nested deeper than 254 levels: no forward sink can take its JSON"
+    assert letters == [("too_large", "shardId-000000000000/1/0/1", detail)]
+    assert rig.dlq.letters[0].payload == text  # the whole record: nothing is lost
+    assert rig.counts(rig.durable) == {"scroll": 1}
+    assert [orjson.loads(data)["eventType"] for _, data in rig.sink.events] == ["scroll"]  # not the whole array
+    assert daemon.checkpoints == [("1", 0)]
+    daemon.close()
+
+
+def test_a_line_too_large_as_sent_but_not_as_compact_json_is_forwarded_compact() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    padded = orjson.dumps(event("click")).replace(b",", b"," + b" " * 1_100_000, 1)  # one line, > 1,000 KiB
+    ndjson = padded + b"\n" + orjson.dumps(event("scroll"))
+    daemon.records([record(gzip.compress(ndjson), 1)])
+    assert rig.dlq.letters == []
+    assert rig.counts(rig.durable) == {"click": 1, "scroll": 1}
+    assert [data for _, data in rig.sink.events] == [orjson.dumps(orjson.loads(padded)), orjson.dumps(event("scroll"))]
+    daemon.close()

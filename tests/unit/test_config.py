@@ -292,7 +292,8 @@ def test_firehose_sinks_pack_events_unless_told_not_to() -> None:
         ('type = "kinesis"\nstream = "s"\npack = false', "unknown key(s) ['pack']; allowed for kinesis: type, stream"),
         (
             'type = "firehose"\nstream = "s"',
-            "unknown key(s) ['stream']; allowed for firehose: type, delivery_stream, pack",
+            "unknown key(s) ['stream']; allowed for firehose: type, delivery_stream, pack "
+            "(a firehose sink names its target with delivery_stream)",
         ),
     ],
 )

@@ -350,6 +350,14 @@ def test_decode_gives_what_the_plain_version_gave(data: bytes) -> None:
 FOLD_CONFIG = parse_config(
     default_config_text()
     + """
+[sinks.fanout]
+type = "kinesis"
+stream = "clicks"
+
+[[routes]]
+types = ["click", "page.*", "donation.made"]
+sinks = ["fanout"]
+
 [metrics.by_two]
 agg = "count"
 by = ["browser", "data.kind"]
@@ -504,11 +512,13 @@ def test_the_locate_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None
 
 def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, batch: int) -> tuple:
     monkeypatch.setattr(worker_module, "_FOLD_CHUNK", chunk)
-    durable, hot, dlq, sink = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue(), MemorySink("a")
+    durable, hot, dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
+    sink, fanout = MemorySink("archive"), MemorySink("fanout")
     eager = Cadence(redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seconds=0, max_cached_windows=3)
     config = FOLD_CONFIG
     for first, last in ((0, len(records) * 2 // 3), (len(records) // 3, len(records))):  # then a restart
-        worker = ShardWorker("shard-0", "s", config, durable, hot, dlq, eager, sinks={"archive": sink})
+        sinks = {"archive": sink, "fanout": fanout}
+        worker = ShardWorker("shard-0", "s", config, durable, hot, dlq, eager, sinks=sinks)
         for start in range(first, last, batch):
             worker.process(records[start : min(start + batch, last)])
             if start % (3 * batch) == 0:
@@ -516,7 +526,7 @@ def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, b
         worker.flush_durable()
     stored = [(k, p.position, orjson.dumps(p.metrics)) for k, p in sorted(durable.items.items())]
     hot_items = [(k, p.position, orjson.dumps(p.metrics)) for k, p in sorted(hot.items.items())]
-    return stored, hot_items, dlq.letters, sink.events, worker.stats
+    return stored, hot_items, dlq.letters, sink.events, worker.stats, fanout.events
 
 
 def test_folding_in_chunks_and_loading_windows_early_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -528,10 +538,22 @@ def test_folding_in_chunks_and_loading_windows_early_change_nothing(monkeypatch:
     monkeypatch.setattr(worker_module, "_EAGER_LOADS", 0)
     whole = _run(records, 10**9, monkeypatch, batch=200)  # one load per batch, one fold per batch
     assert whole[4].duplicates > 0  # the restart replayed events already stored
+    archive, fanout = whole[3], whole[5]
+    # Events already stored were not forwarded again, to either sink (each event has its own eventId).
+    assert len(archive) == len(set(archive))
+    assert 0 < len(fanout) == len(set(fanout)) < len(archive) and set(fanout) <= set(archive)
     for eager in (0, 1, 4, 10**9):
         monkeypatch.setattr(worker_module, "_EAGER_LOADS", eager)
         for chunk, batch in ((1, 200), (7, 200), (50, 37), (1_000, 500)):
             assert _run(records, chunk, monkeypatch, batch) == whole
+
+
+def test_an_empty_batch_changes_nothing_but_the_time_of_the_last_batch() -> None:
+    # KCL sends empty batches on idle polls (callProcessRecordsEvenForEmptyRecordList).
+    worker = ShardWorker("s", "s", CONFIG, MemoryStore(), MemoryStore(), MemoryDeadLetterQueue(), wall_ms=lambda: 42)
+    worker.process([])
+    assert (worker.last_record, worker.stats.records, worker.stats.events, worker.last_batch_ms) == (None, 0, 0, 42)
+    assert not worker.checkpoint_due() and worker.pending_forwards == {}
 
 
 def test_the_garbage_collector_runs_again_after_a_batch() -> None:

@@ -77,3 +77,10 @@ def test_unknown_actions_fail_as_in_the_library() -> None:
         library(line)
     with pytest.raises(dispatch.MalformedAction):
         load_action(line)
+
+
+def test_lines_orjson_refuses_are_read_by_the_library() -> None:
+    record = dict(RECORDS[0], partitionKey="\ud800")  # a lone surrogate: json.loads takes it, orjson does not
+    line = json.dumps({"action": "processRecords", "records": [record], "millisBehindLatest": 0})
+    ours, theirs = load_action(line), library(line)
+    assert [r.partition_key for r in ours.records] == [r.partition_key for r in theirs.records] == ["\ud800"]
