@@ -28,6 +28,7 @@ from aggregations import hll
 from aggregations.memory_store import MemoryStore
 from aggregations.metrics import _MISSING, OTHER_GROUP, MetricDef
 from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
+from aggregations.store import StoreUnavailableError
 from consumer import protocol
 from consumer.decode import Decoded, Rejection, _classify_parse_failure, _kind, decode_parts, decode_record, inflate
 from consumer.dlq import MemoryDeadLetterQueue
@@ -585,3 +586,41 @@ def test_forwarded_json_does_not_keep_orjson_buffers() -> None:
         tracemalloc.stop()
     assert kept[0] == orjson.dumps(event)
     assert per_item < 256  # orjson's own result holds a buffer of 4 KiB or more
+
+
+class FlakyLoads(MemoryStore):
+    """A durable store whose loads after the first fail `failures` times (an outage mid-batch)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("dynamodb")
+        self.failures = failures
+        self.loads = 0
+
+    def load(self, shard_id: str, keys: Any) -> Any:
+        self.loads += 1
+        if self.loads > 1 and self.failures:
+            self.failures -= 1
+            raise StoreUnavailableError("dynamodb is unavailable (test outage)")
+        return super().load(shard_id, keys)
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_a_load_that_fails_in_the_middle_of_a_batch_is_retried_and_changes_nothing(failures: int) -> None:
+    generator = EventGenerator(11, BASE_MS, 10.0, invalid_fraction=0.05)  # 150 s: new minutes mid-batch
+    records = [
+        InRecord(r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms)
+        for n, r in enumerate(generator.records(1_500))
+    ]
+    results = []
+    for store in (FlakyLoads(0), FlakyLoads(failures)):
+        sleeps: list[float] = []
+        sinks = {"archive": MemorySink("a"), "fanout": MemorySink("f")}
+        hot, dlq = MemoryStore("redis"), MemoryDeadLetterQueue()
+        worker = ShardWorker("s", "s", FOLD_CONFIG, store, hot, dlq, sleep=sleeps.append, sinks=sinks)
+        worker.process(records)
+        worker.flush_durable()
+        stored = [(k, p.position, orjson.dumps(p.metrics)) for k, p in sorted(store.items.items())]
+        results.append((stored, sinks["archive"].events, sleeps, store.loads))
+    assert results[0][3] > 1  # windows were loaded in the middle of the batch
+    assert results[1][:2] == results[0][:2]
+    assert len(results[1][2]) == failures and results[0][2] == []  # one back-off per failed load
