@@ -13,7 +13,8 @@ help: ## List the targets
 setup: ## Install what is missing: Java 17, redis-server, chromium, .venv with pinned deps and the KCL jars
 	@scripts/setup.sh --dev --browser
 
-demo: setup ## Start the local stack, send traffic, run the worker and serve the dashboard (Ctrl-C stops all)
+demo: ## Install what the demo needs (Java 17, redis-server, .venv, the KCL jars), start the local stack, send traffic, run the worker and serve the dashboard (Ctrl-C stops all)
+	@scripts/setup.sh
 	@$(BIN)/streamkpi demo
 
 test: setup ## Set up, lint, then run the whole test suite (unit, functional, integration)
