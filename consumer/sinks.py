@@ -174,10 +174,6 @@ def _events_in(entries: Iterable[_Entry]) -> int:
     return sum(entry.events for entry in entries)
 
 
-def _entry_size_sum(entries: Iterable[_Entry]) -> int:
-    return sum(entry.size for entry in entries)
-
-
 def _client_error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "") or "")
 
@@ -337,7 +333,7 @@ class FirehoseSink(_BatchingSink):
             return lines
         # Consecutive lines joined into records of up to FIREHOSE_MAX_RECORD_BYTES, in order.
         return [
-            _Entry({"Data": b"".join(line.request["Data"] for line in group)}, _entry_size_sum(group), len(group))
+            _Entry({"Data": b"".join(line.request["Data"] for line in group)}, sum(map(_entry_size, group)), len(group))
             for group in batches(lines, max(1, len(lines)), FIREHOSE_MAX_RECORD_BYTES, _entry_size)
         ]
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import orjson
 from botocore.exceptions import ClientError
 
@@ -91,28 +92,13 @@ def write_archive(
     return keys
 
 
-def read_stream(kinesis: Any, stream: str) -> list[dict[str, Any]]:
-    """Every record of the stream, shard by shard in sequence order: {shard, seq, key, data}."""
-    out = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            for r in page["Records"]:
-                out.append(
-                    {
-                        "shard": shard["ShardId"],
-                        "seq": int(r["SequenceNumber"]),
-                        "key": r["PartitionKey"],
-                        "data": r["Data"],
-                    }
-                )
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return out
+def archive_and_stream(bucket: str, stream: str) -> tuple[Any, Any]:
+    """In moto (the `moto` fixture): an archive bucket and a 2-shard stream; their S3 and Kinesis clients."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    return s3, kinesis
 
 
 def assert_delivered_once_in_order(records: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:

@@ -16,13 +16,13 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from consumer import dlq_admin
 from consumer.dlq import DeadLetter, SqsDeadLetterQueue, s3_key
 from consumer.validate import Rules
 from streamkpi.cli import app
+from tests.functional.moto_aws import read_stream
 
 QUEUE, BUCKET, STREAM = "dlq", "archive", "events"
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000)
@@ -75,20 +75,14 @@ SCHEMA_RULES = Rules(
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        s3 = boto3.client("s3", region_name="us-east-1")
-        kinesis = boto3.client("kinesis", region_name="us-east-1")
-        url = sqs.create_queue(QueueName=QUEUE, Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
-        s3.create_bucket(Bucket=BUCKET)
-        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
-        yield {"sqs": sqs, "s3": s3, "kinesis": kinesis, "url": url}
+def aws(moto: None) -> dict[str, Any]:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    url = sqs.create_queue(QueueName=QUEUE, Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
+    s3.create_bucket(Bucket=BUCKET)
+    kinesis.create_stream(StreamName=STREAM, ShardCount=2)
+    return {"sqs": sqs, "s3": s3, "kinesis": kinesis, "url": url}
 
 
 def fill(aws: dict[str, Any], letters: list[DeadLetter]) -> None:
@@ -109,18 +103,7 @@ def queued_ids(aws: dict[str, Any]) -> Counter[str]:
 
 
 def stream_records(kinesis: Any, stream: str = STREAM) -> list[tuple[bytes, str]]:
-    out = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            out += [(r["Data"], r["PartitionKey"]) for r in reply["Records"]]
-            if not reply["Records"]:
-                break
-            iterator = reply.get("NextShardIterator")
-    return out
+    return [(r["data"], r["key"]) for r in read_stream(kinesis, stream)]
 
 
 def redrive(aws: dict[str, Any], **kwargs: Any) -> dlq_admin.RedriveResult:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import orjson
 import pytest
-from moto import mock_aws
 
 from aggregations.store import StoreUnavailableError
 from consumer.dlq import (
@@ -54,14 +52,8 @@ def letters(n: int, payload_bytes: int = 20, reason: str = "schema") -> list[Dea
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield
+def aws(moto: None) -> None:
+    """moto's AWS (the `moto` fixture)."""
 
 
 def make_queue(name: str = "dlq") -> tuple[Any, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,12 @@ import boto3
 import orjson
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from consumer.decode import decode_record
 from consumer.validate import Invalid, Rules, validate_event
 from streamkpi.generator import INVALID_REASONS, EventGenerator, PlannedRecord, Truth, event_count
 from streamkpi.producer import LINGER_MS, GenerateError, run_generate
+from tests.functional import moto_aws
 
 STREAM = "events"
 START_MS = 1_764_000_000_000
@@ -72,33 +71,15 @@ class RecordingClient:
 
 
 @pytest.fixture
-def kinesis(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("kinesis", region_name="us-east-1")
-        client.create_stream(StreamName=STREAM, ShardCount=2)
-        yield client
+def kinesis(moto: None) -> Any:
+    client = boto3.client("kinesis", region_name="us-east-1")
+    client.create_stream(StreamName=STREAM, ShardCount=2)
+    return client
 
 
 def read_stream(client: Any) -> list[tuple[str, str, str, bytes]]:
     """Every record of every shard: (shardId, sequenceNumber, partitionKey, data)."""
-    found = []
-    for shard in client.list_shards(StreamName=STREAM)["Shards"]:
-        shard_id = shard["ShardId"]
-        iterator = client.get_shard_iterator(StreamName=STREAM, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")[
-            "ShardIterator"
-        ]
-        while iterator:
-            response = client.get_records(ShardIterator=iterator, Limit=10_000)
-            if not response["Records"]:
-                break
-            found += [(shard_id, r["SequenceNumber"], r["PartitionKey"], r["Data"]) for r in response["Records"]]
-            iterator = response.get("NextShardIterator")
-    return found
+    return [(r["shard"], str(r["seq"]), r["key"], r["data"]) for r in moto_aws.read_stream(client, STREAM)]
 
 
 def planned(seed: int, rate: float, duration: float, fraction: float, start_ms: int = START_MS) -> list[PlannedRecord]:

@@ -4,7 +4,6 @@ and every metric at every resolution equals what it was before."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -19,14 +18,15 @@ from consumer.worker import Cadence, InRecord, ShardWorker
 from replay.rebuild import rebuild_span, run_rebuild, running_leases
 from replay.runner import ReplayOptions, Summary
 from streamkpi.config import load_config
+from tests.functional.moto_aws import read_stream
 from tests.functional.replay_fakes import (
     HOUR,
     T0,
     Clock,
     FlakyKinesis,
     Interrupted,
+    archive_and_stream,
     event_ms,
-    read_stream,
     write_archive,
 )
 
@@ -38,16 +38,8 @@ BUCKET, STREAM = "archive-bucket", "events"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        kinesis = boto3.client("kinesis", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
-        yield s3, kinesis
+def aws(moto: None) -> tuple[Any, Any]:
+    return archive_and_stream(BUCKET, STREAM)
 
 
 def day_events(n: int = 400) -> list[dict[str, Any]]:

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
-from moto import mock_aws
 
 from replay.runner import Replayer, ReplayError, ReplayOptions, Summary
+from tests.functional.moto_aws import read_stream
 from tests.functional.replay_fakes import (
     FORMATS,
     HOUR,
@@ -22,10 +21,10 @@ from tests.functional.replay_fakes import (
     Clock,
     FlakyKinesis,
     Interrupted,
+    archive_and_stream,
     assert_delivered_once_in_order,
     event_ms,
     make_events,
-    read_stream,
     source_prefix,
     write_archive,
 )
@@ -35,16 +34,8 @@ STREAM = "replayed"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        kinesis = boto3.client("kinesis", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        kinesis.create_stream(StreamName=STREAM, ShardCount=2)
-        yield s3, kinesis
+def aws(moto: None) -> tuple[Any, Any]:
+    return archive_and_stream(BUCKET, STREAM)
 
 
 def options(**overrides: Any) -> ReplayOptions:

@@ -6,7 +6,6 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,7 +14,6 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from aggregations.store import StoreUnavailableError
 from consumer.sinks import (
@@ -31,6 +29,7 @@ from consumer.sinks import (
     MemorySink,
     batches,
 )
+from tests.functional import moto_aws
 
 REGION = "us-east-1"
 STREAM = "forwarded"
@@ -59,14 +58,8 @@ class Sleeps(list[float]):
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield
+def aws(moto: None) -> None:
+    """moto's AWS (the `moto` fixture); the sinks' own fixtures build on it."""
 
 
 @pytest.fixture
@@ -94,18 +87,7 @@ def firehose(aws: None) -> Any:
 
 def read_stream(kinesis: Any) -> list[tuple[str, str, bytes]]:
     """(shard, partition key, data) of every record, shard by shard in sequence order."""
-    out: list[tuple[str, str, bytes]] = []
-    for shard in kinesis.list_shards(StreamName=STREAM)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=STREAM, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            out.extend((shard["ShardId"], r["PartitionKey"], r["Data"]) for r in reply["Records"])
-            if not reply["Records"]:
-                break
-            iterator = reply.get("NextShardIterator")
-    return out
+    return [(r["shard"], r["key"], r["data"]) for r in moto_aws.read_stream(kinesis, STREAM)]
 
 
 def read_archive() -> list[bytes]:
