@@ -22,10 +22,11 @@ from pynamodb.exceptions import DeleteError, PutError, PynamoDBException
 from pynamodb.models import Model
 
 from aggregations.partials import StoredPartial, WindowKey
-from aggregations.store import StoreUnavailableError, decode_metrics, encode_metrics
+from aggregations.store import StoreRejectedError, StoreUnavailableError, decode_metrics, encode_metrics
 from aggregations.windows import Resolution
 
 WINDOWS_PER_BUCKET = 1440
+_INVALID = object()  # a write DynamoDB refused as invalid
 WRITE_CONCURRENCY = 16
 
 
@@ -79,6 +80,7 @@ class DynamoDBStore:
         self.model = model
         self.resolutions = {r.name: r for r in resolutions}
         self.writes = 0
+        self.last_validation_error = ""
         self._lock = threading.Lock()
 
     def _resolution(self, name: str) -> Resolution:
@@ -99,13 +101,23 @@ class DynamoDBStore:
         """Conditional puts cannot be batched, so they go out concurrently (a flush after a restart or a
         burst of late events touches hundreds of windows)."""
         if len(partials) <= 1:
-            return [p for p in partials if not self._write_one(p)]
-        with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(partials))) as pool:
-            accepted = list(pool.map(self._write_one, partials))
-        return [p for p, ok in zip(partials, accepted, strict=True) if not ok]
+            outcomes = [self._write_one(p) for p in partials]
+        else:
+            with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(partials))) as pool:
+                outcomes = list(pool.map(self._write_one, partials))
+        invalid = [p for p, outcome in zip(partials, outcomes, strict=True) if outcome is _INVALID]
+        if invalid:
+            # Not an outage: the same write would fail forever (see StoreRejectedError).
+            raise StoreRejectedError(
+                f"DynamoDB refused {len(invalid)} partials as invalid (e.g. {invalid[0].resolution} "
+                f"{invalid[0].start_ms}: {self.last_validation_error})",
+                [p.key for p in invalid],
+            )
+        return [p for p, outcome in zip(partials, outcomes, strict=True) if outcome is False]
 
-    def _write_one(self, partial: StoredPartial) -> bool:
-        """Store one partial unless a newer position is stored; False when refused as stale."""
+    def _write_one(self, partial: StoredPartial) -> bool | object:
+        """Store one partial unless a newer position is stored; False when refused as stale, _INVALID
+        when refused as invalid (an item over DynamoDB's 400 KB)."""
         resolution = self._resolution(partial.resolution)
         pk, sk = item_keys(resolution, partial.start_ms, partial.shard_id)
         item = self.model(
@@ -124,6 +136,9 @@ class DynamoDBStore:
         except PutError as exc:
             if exc.cause_response_code == "ConditionalCheckFailedException":
                 return False
+            if exc.cause_response_code == "ValidationException":
+                self.last_validation_error = str(exc.cause_response_message)[:300]
+                return _INVALID
             raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc
         except PynamoDBException as exc:
             raise StoreUnavailableError(f"DynamoDB put failed: {exc}") from exc

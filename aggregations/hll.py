@@ -24,8 +24,10 @@ _LOW_MASK = (1 << _LOW_BITS) - 1
 _ALPHA = 0.7213 / (1 + 1.079 / M)
 
 
-# Hashes of recently seen string values (user ids repeat): bounded, and cleared when full.
+# Hashes of recently seen short string values (user ids repeat): bounded in entries and in bytes (a
+# value longer than _LOCATED_MAX_CHARS is hashed every time, never kept), and cleared when full.
 _LOCATED_MAX = 65_536
+_LOCATED_MAX_CHARS = 128
 _located: dict[str, tuple[int, int]] = {}
 LOCATED: Mapping[str, tuple[int, int]] = _located  # read-only view for hot loops that inline `locate`
 
@@ -39,7 +41,7 @@ def locate(value: object) -> tuple[int, int]:
     text = value if isinstance(value, str) else repr(value)
     h = int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
     found = h >> _LOW_BITS, _LOW_BITS - (h & _LOW_MASK).bit_length() + 1
-    if type(value) is str:
+    if type(value) is str and len(value) <= _LOCATED_MAX_CHARS:
         if len(_located) >= _LOCATED_MAX:
             _located.clear()
         _located[value] = found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aggregations.partials import StoredPartial, WindowKey
 from aggregations.store import StoreUnavailableError
@@ -15,19 +15,45 @@ class MemoryStore:
         self.writes = 0
         self.available = True
         self.intact_shards: set[str] = set()
+        self.leased_shards: set[str] = set()  # markers that expire unless `end_repair` confirms them
+        self.copy_claim: str | None = None  # the claim token of the copy of all shards (None: not copied)
+        self.copy_leased = False  # the claim expires (its holder has not confirmed it)
+        self._claims = 0
 
     def intact(self, shard_id: str) -> bool:
         self._check()
         return shard_id in self.intact_shards
 
-    def mark_intact(self, shard_id: str) -> None:
+    def begin_repair(self, shard_id: str, lease_ms: int) -> str | None:
         self._check()
         self.intact_shards.add(shard_id)
+        self.leased_shards.add(shard_id)
+        if self.copy_claim is not None:
+            return None
+        self._claims += 1
+        self.copy_claim, self.copy_leased = f"claim-{self._claims}", True
+        return self.copy_claim
+
+    def end_repair(self, shard_id: str, claim: str | None) -> bool:
+        self._check()
+        if claim is not None and claim == self.copy_claim:
+            self.copy_leased = False
+        self.leased_shards.discard(shard_id)
+        return shard_id in self.intact_shards
+
+    def expire_leases(self) -> None:
+        """What time does to the markers and the claim of a repair that never ended (its worker died)."""
+        self.intact_shards -= self.leased_shards
+        self.leased_shards.clear()
+        if self.copy_leased:
+            self.copy_claim, self.copy_leased = None, False
 
     def lose_everything(self) -> None:
         """What a Redis restart without persistence does (for tests)."""
         self.items.clear()
         self.intact_shards.clear()
+        self.leased_shards.clear()
+        self.copy_claim, self.copy_leased = None, False
 
     def _check(self) -> None:
         if not self.available:
@@ -54,6 +80,28 @@ class MemoryStore:
             self.items[key] = partial
             self.writes += 1
         return stale
+
+    def write_checked(
+        self, partials: Sequence[StoredPartial], last_written: Sequence[str | None]
+    ) -> tuple[list[StoredPartial], list[WindowKey]]:
+        self._check()
+        found = []
+        for partial, last in zip(partials, last_written, strict=True):
+            current = self.items.get((partial.resolution, partial.start_ms, partial.shard_id))
+            found.append(last is not None and (current is None or current.position < last))
+        stale = self.write(partials)  # (through `write`, so a test's override of it applies here too)
+        refused = {id(p) for p in stale}
+        lost = [p.key for p, gone in zip(partials, found, strict=True) if gone and id(p) not in refused]
+        return stale, lost
+
+    def lost_windows(self, shard_id: str, last_written: Mapping[WindowKey, str]) -> list[WindowKey]:
+        self._check()
+        lost = []
+        for (resolution, start), last in last_written.items():
+            current = self.items.get((resolution, start, shard_id))
+            if current is None or current.position < last:
+                lost.append((resolution, start))
+        return lost
 
     def read(self, resolution: str, starts: Sequence[int]) -> dict[int, list[StoredPartial]]:
         self._check()

@@ -28,6 +28,8 @@ class Aggregator:
 
     name = ""
     needs_field = False
+    # The longest value `encode` writes, as JSON: what a window's byte budget charges per group.
+    max_encoded_bytes = 256
 
     def initial(self) -> Any:
         raise NotImplementedError
@@ -51,6 +53,7 @@ class Aggregator:
 
 class CountAggregator(Aggregator):
     name = "count"
+    max_encoded_bytes = 24
 
     def initial(self) -> int:
         return 0
@@ -64,6 +67,9 @@ class CountAggregator(Aggregator):
 
 class _DecimalAggregator(Aggregator):
     needs_field = True
+    # Validation keeps every number within ±1e21 and 0 or at least 1e-20 in size (consumer/bounds.py):
+    # a sum of them has at most ~70 digits.
+    max_encoded_bytes = 96
 
     def encode(self, value: Decimal | None) -> str | None:
         return None if value is None else str(value)
@@ -125,6 +131,7 @@ class DistinctAggregator(Aggregator):
 
     name = "distinct"
     needs_field = True
+    max_encoded_bytes = 5_600  # base64 of zlib of 4,096 registers, incompressible at worst
 
     def initial(self) -> bytearray:
         return hll.new()

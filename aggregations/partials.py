@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from aggregations import hll
 from aggregations.metrics import (
     AGGREGATORS,
@@ -32,6 +34,16 @@ from aggregations.metrics import (
     plain_key,
 )
 from aggregations.windows import Resolution
+
+DEFAULT_MAX_ITEM_BYTES = 262_144  # STREAMKPI_MAX_ITEM_BYTES: a window partial's JSON, at most
+METRIC_COST = 64  # what one metric adds to a partial's JSON besides its groups: {"name":{"agg":..,"groups":{}}}
+
+
+def group_cost(group: str, agg: str) -> int:
+    """The most one group may add to a partial's JSON: its key as JSON, and the largest value its
+    aggregator writes (bounded because validation bounds the numbers fed to it)."""
+    return len(orjson.dumps(group)) + 2 + AGGREGATORS[agg].max_encoded_bytes
+
 
 Position = tuple[int, int, int]  # (sequenceNumber, subSequenceNumber, index in record)
 WindowKey = tuple[str, int]  # (resolution name, window start ms)
@@ -83,15 +95,23 @@ class _Partial:
     foreign: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # metrics no longer configured
     dirty: set[str] = field(default_factory=set)
     touched: int = 0
+    size: int = 0  # bytes its stored JSON may take at most (see group_cost): bounded by max_item_bytes
 
 
 class ShardAggregates:
     """All window partials one shard holds in memory, and which stores still need them."""
 
-    def __init__(self, shard_id: str, metrics: MetricSet, resolutions: Iterable[Resolution]) -> None:
+    def __init__(
+        self,
+        shard_id: str,
+        metrics: MetricSet,
+        resolutions: Iterable[Resolution],
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+    ) -> None:
         self.shard_id = shard_id
         self.metrics = metrics
         self.resolutions = tuple(resolutions)
+        self.max_item_bytes = max_item_bytes
         self._partials: dict[WindowKey, _Partial] = {}
         self._tick = 0
         # Hot-path caches (results are the same without them): per event type, the metrics that apply
@@ -103,8 +123,25 @@ class ShardAggregates:
     def __len__(self) -> int:
         return len(self._partials)
 
-    def keys_for(self, event_ms: int) -> list[WindowKey]:
-        return [(r.name, r.start(event_ms)) for r in self.resolutions]
+    def keys_for(self, event_ms: int, keep: tuple[int, ...] | None = None) -> list[WindowKey]:
+        """The windows of an event, at every resolution or at those of `keep` (indexes)."""
+        return [(r.name, r.start(event_ms)) for i, r in enumerate(self.resolutions) if keep is None or i in keep]
+
+    def keeping(self, event_ms: int, arrival_ms: int) -> tuple[int, ...]:
+        """The resolutions (indexes) whose DynamoDB retention still keeps the event's window when it
+        arrived: an event later than a resolution keeps its windows does not write them again."""
+        return tuple(i for i, r in enumerate(self.resolutions) if r.dynamodb_expiry_ms(r.start(event_ms)) > arrival_ms)
+
+    def _admit(self, partial: _Partial, metric: MetricDef, groups: dict[str, Any], group: str) -> str:
+        """The group a new group becomes: itself, or OTHER_GROUP past max_groups or the item's byte budget."""
+        if len(groups) < metric.max_groups:
+            cost = group_cost(group, metric.agg)
+            if partial.size + cost <= self.max_item_bytes:
+                partial.size += cost
+                return group
+        if OTHER_GROUP not in groups:
+            partial.size += group_cost(OTHER_GROUP, metric.agg)
+        return OTHER_GROUP
 
     def missing(self, keys: Iterable[WindowKey]) -> list[WindowKey]:
         """Keys that must be loaded from the durable store before events may be folded into them."""
@@ -137,9 +174,12 @@ class ShardAggregates:
                 metric = self.metrics.by_name.get(name)
                 if metric is None or metric.agg != body.get("agg"):
                     partial.foreign[name] = body
+                    partial.size += len(orjson.dumps(body))
                     continue
                 agg = metric.aggregator
                 partial.groups[name] = {g: agg.decode(v) for g, v in body["groups"].items()}
+                # The same charges as when the groups were made, so the budget does not depend on loads.
+                partial.size += METRIC_COST + sum(group_cost(g, metric.agg) for g in body["groups"])
         self._partials[key] = partial
         self._recent = [None] * len(self.resolutions)
 
@@ -158,8 +198,16 @@ class ShardAggregates:
             self._plans[event_type] = found
         return found
 
-    def add(self, event: Mapping[str, Any], event_type: str, event_ms: int, position: Position) -> bool:
-        """Fold one valid event into every resolution's window. False if all were already included."""
+    def add(
+        self,
+        event: Mapping[str, Any],
+        event_type: str,
+        event_ms: int,
+        position: Position,
+        keep: tuple[int, ...] | None = None,
+    ) -> bool:
+        """Fold one valid event into every resolution's window (those of `keep` only, when given). False if
+        all were already included."""
         plan = self._plans.get(event_type)
         if plan is None:
             plan = self._plan(event_type)
@@ -176,6 +224,8 @@ class ShardAggregates:
         applied = False
         recent = self._recent
         for i, (name, size) in enumerate(self._sizes):
+            if keep is not None and i not in keep:
+                continue
             window = recent[i]
             if window is not None and window[0] <= event_ms < window[1]:
                 partial = window[2]
@@ -191,9 +241,10 @@ class ShardAggregates:
                 groups = metric_groups.get(metric.name)
                 if groups is None:
                     groups = metric_groups[metric.name] = {}
+                    partial.size += METRIC_COST
                 current = groups.get(group)
-                if current is None and group not in groups and len(groups) >= metric.max_groups:
-                    group = OTHER_GROUP
+                if current is None and group not in groups:
+                    group = self._admit(partial, metric, groups, group)
                     current = groups.get(group)
                 if kind == _COUNT:  # CountAggregator.add
                     groups[group] = (0 if current is None else current) + 1
@@ -213,13 +264,14 @@ class ShardAggregates:
             applied = True
         return applied
 
-    def fold(self, events: Sequence[tuple[Any, ...]]) -> list[int]:
+    def fold(self, events: Sequence[tuple[Any, ...]], late: bool = False) -> list[int]:
         """`add` of every item `(event, event_type, event_ms, position, ...)` in order, with the same result.
 
         Returns the indexes of the items `add` would have returned False for (already included).
         Consecutive events that fall into the same windows of every resolution (nearly all of a batch)
         are summed once per metric and group, then added to each of those windows; windows loaded with
-        a stored position (a replay after a restart) take the events one by one through `add`.
+        a stored position (a replay after a restart) take the events one by one through `add`. With
+        `late`, an item may carry a sixth field: the resolutions that still keep it (see `keeping`).
         """
         included: list[int] = []
         partials = self._partials
@@ -235,6 +287,15 @@ class ShardAggregates:
         position: Position | None = None
         for i, item in enumerate(events):
             event, event_type, event_ms = item[0], item[1], item[2]
+            if late and len(item) > 5:  # folded alone, into the resolutions that keep it
+                if folded:
+                    assert position is not None
+                    self._apply(windows, pending, kinds, position)
+                    pending, folded = {}, 0
+                low = high = 0
+                if not self.add(event, event_type, event_ms, item[3], item[5]):
+                    included.append(i)
+                continue
             if not low <= event_ms < high:
                 if folded:
                     assert position is not None
@@ -305,13 +366,13 @@ class ShardAggregates:
                 groups = metric_groups.get(name)
                 if groups is None:
                     groups = metric_groups[name] = {}
-                max_groups = metric.max_groups
+                    partial.size += METRIC_COST
                 if kind == _GENERIC:
                     agg = metric.aggregator
                     for group, value in sums:
                         current = groups.get(group)
-                        if current is None and group not in groups and len(groups) >= max_groups:
-                            group = OTHER_GROUP
+                        if current is None and group not in groups:
+                            group = self._admit(partial, metric, groups, group)
                             current = groups.get(group)
                         groups[group] = agg.add(agg.initial() if current is None else current, value)
                     continue
@@ -319,8 +380,8 @@ class ShardAggregates:
                 # exactly when it would have event by event.
                 for group, summed in sums.items():
                     current = groups.get(group)
-                    if current is None and group not in groups and len(groups) >= max_groups:
-                        group = OTHER_GROUP
+                    if current is None and group not in groups:
+                        group = self._admit(partial, metric, groups, group)
                         current = groups.get(group)
                     if kind == _COUNT:
                         groups[group] = (0 if current is None else current) + summed
@@ -334,6 +395,24 @@ class ShardAggregates:
             if partial.dirty != _BOTH_STORES:
                 partial.dirty = {"dynamodb", "redis"}
             partial.touched = self._tick
+
+    def fold_into_other(self, key: WindowKey) -> None:
+        """Merge every group of the window's metrics into OTHER_GROUP (totals unchanged): the way out when
+        a store refuses the item as too large, which the byte budget should make impossible."""
+        partial = self._partials.get(key)
+        if partial is None or partial.position is None:
+            return
+        partial.size = 0
+        for name, groups in partial.groups.items():
+            metric = self.metrics.by_name[name]
+            agg = metric.aggregator
+            merged: Any = None
+            for value in groups.values():
+                merged = value if merged is None else agg.merge(merged, value)
+            partial.groups[name] = {} if merged is None else {OTHER_GROUP: merged}
+            partial.size += METRIC_COST + group_cost(OTHER_GROUP, metric.agg)
+        partial.foreign.clear()  # metrics no longer configured: dropped rather than stop the shard
+        partial.dirty = {"dynamodb", "redis"}
 
     def dirty(self, store: StoreName) -> list[StoredPartial]:
         return [self._snapshot(k, p) for k, p in self._partials.items() if store in p.dirty]

@@ -3,12 +3,14 @@
 One hash per window, `<prefix>:w:<resolution>:<start ms>`, with two fields per shard:
 `p:<shard>` (position) and `d:<shard>` (zlib-compressed JSON partial). A Lua script writes both
 atomically, only if the stored position is not newer, and sets the key's expiry (the resolution's
-Redis retention after the window's end).
+Redis retention after the window's end). Given the position its writer last stored there, the script also
+tells when that one is gone (see `LossDetecting`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 
@@ -17,6 +19,8 @@ from aggregations.store import StoreUnavailableError, decode_metrics, encode_met
 from aggregations.windows import Resolution
 
 # Positions are fixed-width digit strings, so Lua's string comparison is numeric comparison.
+# ARGV[5] is the position this writer last stored in the window ('' when not known): finding an older one,
+# or none, means the store lost data there; the write goes ahead and returns 2 to say so.
 _WRITE_IF_NOT_OLDER = """
 local stored = redis.call('HGET', KEYS[1], 'p:' .. ARGV[1])
 if stored and stored > ARGV[2] then
@@ -24,6 +28,21 @@ if stored and stored > ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2], 'd:' .. ARGV[1], ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+if ARGV[5] ~= '' and (not stored or stored < ARGV[5]) then
+  return 2
+end
+return 1
+"""
+# Confirms a repair: the copy's claim if this caller holds it (ARGV[1]), and the shard's marker, if each is
+# still there (a loss during the repair took them: it must run again). Returns whether the marker was.
+_END_REPAIR = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PERSIST', KEYS[1])
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('PERSIST', KEYS[2])
 return 1
 """
 
@@ -36,20 +55,51 @@ class RedisStore:
         self.resolutions = {r.name: r for r in resolutions}
         self.prefix = prefix
         self._write_script = client.register_script(_WRITE_IF_NOT_OLDER)
+        self._end_repair_script = client.register_script(_END_REPAIR)
         self.writes = 0
+
+    # -- loss detection: `<prefix>:intact:<shard>` per shard, `<prefix>:copied` for the copy of all shards.
+    # Confirmed, neither expires: they disappear only with the data (restart without persistence, FLUSHALL).
+
+    def _marker(self, shard_id: str) -> str:
+        return f"{self.prefix}:intact:{shard_id}"
 
     def intact(self, shard_id: str) -> bool:
         try:
-            return bool(self.client.exists(f"{self.prefix}:intact:{shard_id}"))
+            return bool(self.client.exists(self._marker(shard_id)))
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"Redis check failed: {exc}") from exc
 
-    def mark_intact(self, shard_id: str) -> None:
-        # No expiry: the marker disappears only with the data (restart without persistence, FLUSHALL).
+    def begin_repair(self, shard_id: str, lease_ms: int) -> str | None:
+        token = uuid.uuid4().hex
         try:
-            self.client.set(f"{self.prefix}:intact:{shard_id}", "1")
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(f"{self.prefix}:copied", token, nx=True, px=lease_ms)
+            pipe.set(self._marker(shard_id), "1", px=lease_ms)
+            claimed, _ = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+        return token if claimed else None
+
+    def end_repair(self, shard_id: str, claim: str | None) -> bool:
+        try:
+            keys = [f"{self.prefix}:copied", self._marker(shard_id)]
+            return bool(self._end_repair_script(keys=keys, args=[claim or ""]))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+
+    def lost_windows(self, shard_id: str, last_written: Mapping[WindowKey, str]) -> list[WindowKey]:
+        keys = list(last_written)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for resolution, start in keys:
+                pipe.hget(self.window_key(resolution, start), f"p:{shard_id}")
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"Redis read failed: {exc}") from exc
+        return [
+            k for k, stored in zip(keys, replies, strict=True) if stored is None or stored.decode() < last_written[k]
+        ]
 
     def window_key(self, resolution: str, start_ms: int) -> str:
         return f"{self.prefix}:w:{resolution}:{start_ms}"
@@ -71,22 +121,29 @@ class RedisStore:
         return found
 
     def write(self, partials: Sequence[StoredPartial]) -> list[StoredPartial]:
+        return self.write_checked(partials, [None] * len(partials))[0]
+
+    def write_checked(
+        self, partials: Sequence[StoredPartial], last_written: Sequence[str | None]
+    ) -> tuple[list[StoredPartial], list[WindowKey]]:
         if not partials:
-            return []
+            return [], []
         try:
             pipe = self.client.pipeline(transaction=False)
-            for p in partials:
+            for p, last in zip(partials, last_written, strict=True):
                 expiry = self.resolutions[p.resolution].redis_expiry_ms(p.start_ms)
                 self._write_script(
                     keys=[self.window_key(p.resolution, p.start_ms)],
-                    args=[p.shard_id, p.position, encode_metrics(p.metrics), expiry],
+                    args=[p.shard_id, p.position, encode_metrics(p.metrics), expiry, last or ""],
                     client=pipe,
                 )
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
-        self.writes += sum(1 for r in replies if r == 1)
-        return [p for p, ok in zip(partials, replies, strict=True) if ok != 1]
+        self.writes += sum(1 for r in replies if r != 0)
+        stale = [p for p, reply in zip(partials, replies, strict=True) if reply == 0]
+        lost = [p.key for p, reply in zip(partials, replies, strict=True) if reply == 2]
+        return stale, lost
 
     def read(self, resolution: str, starts: Sequence[int]) -> dict[int, list[StoredPartial]]:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from aggregations.partials import WindowKey
 from aggregations.store import AggregateStore
 from aggregations.windows import Resolution
 
@@ -33,12 +34,30 @@ def copy_range(
 
 
 def repair_hot(
-    durable: AggregateStore, hot: AggregateStore, resolutions: Iterable[Resolution], shard_id: str, now_ms: int
+    durable: AggregateStore, hot: AggregateStore, resolutions: Iterable[Resolution], now_ms: int, future_ms: int = 0
 ) -> int:
-    """Refill what the hot store keeps of one shard (each resolution's Redis retention up to now)."""
+    """Refill everything the hot store keeps: every shard's partials (the ended parents of a reshard too,
+    which no worker writes any more) of each resolution's Redis retention, up to `future_ms` past now."""
     copied = 0
     for resolution in resolutions:
-        copied += copy_range(durable, hot, [resolution], now_ms - resolution.redis_retention_ms, now_ms + 1, shard_id)
+        copied += copy_range(durable, hot, [resolution], now_ms - resolution.redis_retention_ms, now_ms + future_ms + 1)
+    return copied
+
+
+def repair_windows(durable: AggregateStore, hot: AggregateStore, keys: Iterable[WindowKey]) -> int:
+    """Copy every shard's durable partial of these windows to the hot store (which lost some of them).
+    Returns how many partials were copied."""
+    starts_by_resolution: dict[str, list[int]] = {}
+    for resolution, start in keys:
+        starts_by_resolution.setdefault(resolution, []).append(start)
+    copied = 0
+    for resolution, starts in sorted(starts_by_resolution.items()):
+        starts.sort()
+        for chunk in range(0, len(starts), 1000):
+            found = durable.read(resolution, starts[chunk : chunk + 1000])
+            partials = [p for ps in found.values() for p in ps]
+            hot.write(partials)
+            copied += len(partials)
     return copied
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -17,6 +17,15 @@ class StoreError(Exception):
 
 class StoreUnavailableError(StoreError):
     """The store did not answer or refused for a transient reason: back off, do not checkpoint."""
+
+
+class StoreRejectedError(StoreError):
+    """The store refused items as invalid (e.g. over its item size limit): retrying cannot help. The
+    bounds should make this impossible; the worker folds the windows' groups and writes them again."""
+
+    def __init__(self, message: str, keys: Sequence[WindowKey]) -> None:
+        super().__init__(message)
+        self.keys = list(keys)
 
 
 class AggregateStore(Protocol):
@@ -43,13 +52,36 @@ class AggregateStore(Protocol):
 
 @runtime_checkable
 class LossDetecting(Protocol):
-    """A cache that can lose everything (Redis restarted empty, FLUSHALL): it keeps a marker per shard."""
+    """A cache that can lose data: everything (Redis restarted empty, FLUSHALL) or its newest writes (a
+    lagging replica promoted, a lost fsync). A marker per shard tells the first; the positions a writer
+    last stored tell the second, window by window."""
 
     def intact(self, shard_id: str) -> bool:
-        """False when the store lost the shard's data since `mark_intact` (or never had it)."""
+        """False when the store lost the shard's marker since `end_repair` confirmed it (or never had it)."""
         ...
 
-    def mark_intact(self, shard_id: str) -> None: ...
+    def begin_repair(self, shard_id: str, lease_ms: int) -> str | None:
+        """Set the shard's marker for `lease_ms` (until `end_repair` confirms it) and claim the copy of every
+        shard's partials: a claim token when this caller should copy, None when the copy is done or under way
+        (a claim whose holder died expires after `lease_ms`)."""
+        ...
+
+    def end_repair(self, shard_id: str, claim: str | None) -> bool:
+        """Confirm the shard's marker (and the copy, with its claim token). False when the marker is gone
+        again: the store lost data during the repair, which must run again."""
+        ...
+
+    def write_checked(
+        self, partials: Sequence[StoredPartial], last_written: Sequence[str | None]
+    ) -> tuple[list[StoredPartial], list[WindowKey]]:
+        """`write`, each partial with the position its writer last stored there (None: not known). Returns the
+        partials refused as stale and the windows where a written partial found an older position than that,
+        or none: the store lost data there (the partial is written all the same)."""
+        ...
+
+    def lost_windows(self, shard_id: str, last_written: Mapping[WindowKey, str]) -> list[WindowKey]:
+        """The windows where the shard's stored position is older than the one it last wrote, or absent."""
+        ...
 
 
 def encode_metrics(metrics: Any) -> bytes:

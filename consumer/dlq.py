@@ -30,6 +30,9 @@ SQS_MAX_BATCH_ENTRIES = 10
 # A body above this goes to S3 instead: leaves room for the attributes under SQS_MAX_BYTES.
 MAX_INLINE_BODY_BYTES = 250_000
 DEFAULT_S3_PREFIX = "dlq/"
+# The largest payload a letter can hold: a whole record (1 MiB), or one event of a record inflated up to
+# the decoder's default cap (8 MiB). `letter_payload` reads no more than this from S3.
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class DeadLetter:
     reason: str
     detail: str
     payload: bytes
+    events: int | None = None  # a letter standing for a whole record: how many events it held
 
     @property
     def identity(self) -> str:
@@ -71,6 +75,8 @@ def dlq_message(letter: DeadLetter, payload_s3: Mapping[str, Any] | None = None)
     }
     if payload_s3 is not None:
         message["payloadS3"] = dict(payload_s3)
+    if letter.events is not None:
+        message["events"] = letter.events
     return message
 
 
@@ -121,13 +127,28 @@ def plan_batches(sizes: Sequence[int], max_entries: int, max_bytes: int) -> list
 
 
 class PayloadUnavailableError(Exception):
-    """A DLQ message's payload cannot be had: malformed inline payload, or the S3 object is gone."""
+    """A DLQ message's payload cannot be had: malformed inline payload, the S3 object is gone, or the
+    pointer leads outside the DLQ's bucket and prefix, or to an object over the size bound."""
 
 
-def letter_payload(body: Mapping[str, Any], s3_client: Any | None) -> bytes:
-    """The raw payload of a DLQ message body: inline (base64) or from S3 (`payloadS3`)."""
+def letter_payload(
+    body: Mapping[str, Any],
+    s3_client: Any | None,
+    *,
+    bucket: str | None = None,
+    prefix: str = DEFAULT_S3_PREFIX,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> bytes:
+    """The raw payload of a DLQ message body: inline (base64) or from S3 (`payloadS3`).
+
+    A message is input too (anyone who may send to the queue writes one): a pointer is followed only
+    into `bucket` (the archive bucket the worker writes to; every caller that reads a queue names it)
+    under `prefix`, and an object over `max_bytes` is refused before its body is read.
+    """
     inline = body.get("payload")
     if isinstance(inline, str):
+        if len(inline) > (max_bytes + 2) // 3 * 4:
+            raise PayloadUnavailableError(f"inline payload is larger than {max_bytes} bytes")
         try:
             return base64.b64decode(inline, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -135,17 +156,34 @@ def letter_payload(body: Mapping[str, Any], s3_client: Any | None) -> bytes:
     pointer = body.get("payloadS3")
     if not isinstance(pointer, Mapping) or not pointer.get("bucket") or not pointer.get("key"):
         raise PayloadUnavailableError("the message has neither an inline payload nor a payloadS3 pointer")
+    where = f"s3://{pointer['bucket']}/{pointer['key']}"
+    if not isinstance(pointer["bucket"], str) or not isinstance(pointer["key"], str):
+        raise PayloadUnavailableError("payloadS3 names its bucket and key with something other than strings")
+    if bucket is not None and pointer["bucket"] != bucket:
+        raise PayloadUnavailableError(f"{where} is not in the archive bucket {bucket!r}: not read")
+    if not pointer["key"].startswith(prefix):
+        raise PayloadUnavailableError(f"{where} is not under the DLQ prefix {prefix!r}: not read")
     if s3_client is None:
-        raise PayloadUnavailableError(f"payload is in s3://{pointer['bucket']}/{pointer['key']} but no S3 client")
+        raise PayloadUnavailableError(f"payload is in {where} but no S3 client")
     try:
-        data: bytes = s3_client.get_object(Bucket=pointer["bucket"], Key=pointer["key"])["Body"].read()
+        reply = s3_client.get_object(Bucket=pointer["bucket"], Key=pointer["key"])
     except Exception as exc:  # botocore ClientError (NoSuchKey, AccessDenied) / connection errors
-        raise PayloadUnavailableError(f"cannot read s3://{pointer['bucket']}/{pointer['key']}: {exc}") from None
+        raise PayloadUnavailableError(f"cannot read {where}: {exc}") from None
+    size = reply.get("ContentLength")
+    if not isinstance(size, int) or size > max_bytes:
+        reply["Body"].close()
+        raise PayloadUnavailableError(f"{where} holds {size} bytes, more than {max_bytes}: not read")
+    try:
+        data: bytes = reply["Body"].read(max_bytes + 1)
+    except Exception as exc:  # the connection broke while reading
+        raise PayloadUnavailableError(f"cannot read {where}: {exc}") from None
+    finally:
+        reply["Body"].close()
+    if len(data) > max_bytes:
+        raise PayloadUnavailableError(f"{where} holds more than {max_bytes} bytes: not read")
     expected = pointer.get("bytes")
     if isinstance(expected, int) and expected != len(data):
-        raise PayloadUnavailableError(
-            f"s3://{pointer['bucket']}/{pointer['key']} holds {len(data)} bytes, the message says {expected}"
-        )
+        raise PayloadUnavailableError(f"{where} holds {len(data)} bytes, the message says {expected}")
     return data
 
 

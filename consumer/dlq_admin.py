@@ -1,10 +1,9 @@
-"""Operating the dead-letter queue: count by reason, peek, and redrive letters that now validate.
+"""Operating the dead-letter queue: count by reason, peek, and what redrive needs to read the queue.
 
-Pure helpers (message parsing, counting, previews, the redrive verdict, put batching) under a thin
-I/O shell over boto3 clients. Reading never deletes: messages are received with a visibility
-timeout, each counted once by MessageId, and made visible again (visibility 0) afterwards. A
-redriven message is deleted only after Kinesis acknowledged its payload; a message that still fails
-stays in the queue.
+Pure helpers (message parsing, counting, previews, the redrive verdict) under a thin I/O shell over
+boto3 clients. Reading never deletes: messages are received with a visibility timeout, each counted
+once by MessageId, and made visible again (visibility 0) afterwards. The redrive itself (exactly once
+across runs, through a ledger) is in `consumer/redrive.py`.
 """
 
 from __future__ import annotations
@@ -13,15 +12,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumer.bounds import DEFAULT_LIMITS, Limits
 from consumer.decode import decode_record
-from consumer.dlq import PayloadUnavailableError, letter_payload, plan_batches
-from consumer.sinks import backoff_seconds
+from consumer.dlq import DEFAULT_S3_PREFIX, PayloadUnavailableError, letter_payload
 from consumer.validate import Invalid, Rules, validate_event
 
 log = logging.getLogger("streamkpi.dlq_admin")
@@ -32,6 +31,8 @@ PAYLOAD_UNAVAILABLE = "payload_unavailable"  # the payload cannot be had (bad ba
 NO_EVENTS = "no_events"  # the payload decodes to no event at all (e.g. `[]`)
 TOO_LARGE_FOR_STREAM = "too_large_for_stream"  # more than a Kinesis record holds
 PUT_FAILED = "put_failed"  # Kinesis refused the record every time
+REDRIVE_PENDING = "redrive_pending"  # another run (or an interrupted one) may be putting it: run again later
+REDRIVE_UNVERIFIED = "redrive_unverified"  # an interrupted run may have put it; the stream cannot tell any more
 
 KINESIS_MAX_RECORD_BYTES = 1_048_576  # data + partition key of one record
 KINESIS_MAX_BATCH_RECORDS = 500
@@ -109,13 +110,14 @@ class Verdict:
     events: int = 0
 
 
-def judge(payload: bytes, partition_key: str, now_ms: int, rules: Rules) -> Verdict:
-    """Would this payload now be counted? Only if it decodes to events that all validate (arrival = now)."""
+def judge(payload: bytes, partition_key: str, now_ms: int, rules: Rules, limits: Limits = DEFAULT_LIMITS) -> Verdict:
+    """Would this payload now be counted? Only if it decodes to events that all validate (arrival = now),
+    within the same bounds the worker applies."""
     if not partition_key:
         return Verdict(False, UNREADABLE, "the message has no partition key")
     if len(payload) + len(partition_key.encode()) > KINESIS_MAX_RECORD_BYTES:
         return Verdict(False, TOO_LARGE_FOR_STREAM, f"{len(payload)} bytes is more than one Kinesis record holds")
-    decoded = decode_record(payload)
+    decoded = decode_record(payload, limits)
     if decoded.rejections:
         rejection = decoded.rejections[0]
         return Verdict(False, str(rejection.reason), rejection.detail)
@@ -307,9 +309,18 @@ def stats(sqs: Any, url: str, visibility_timeout: int = 60, wait_seconds: int = 
 
 
 def peek(
-    sqs: Any, s3: Any, url: str, n: int, visibility_timeout: int = 60, wait_seconds: int = 1
+    sqs: Any,
+    s3: Any,
+    url: str,
+    n: int,
+    visibility_timeout: int = 60,
+    wait_seconds: int = 1,
+    *,
+    bucket: str,
+    prefix: str = DEFAULT_S3_PREFIX,
 ) -> list[dict[str, Any]]:
-    """Up to `n` messages with their payload previews; none is deleted."""
+    """Up to `n` messages with their payload previews; none is deleted. Payloads in S3 are read only
+    from `bucket` under `prefix` (where the worker puts them)."""
     scanner = Scanner(sqs, url, visibility_timeout, wait_seconds)
     shown: list[QueuedMessage] = []
     try:
@@ -322,201 +333,8 @@ def peek(
         payload, error = None, ""
         if message.body is not None:
             try:
-                payload = letter_payload(message.body, s3)
+                payload = letter_payload(message.body, s3, bucket=bucket, prefix=prefix)
             except PayloadUnavailableError as exc:
                 error = f"<payload unavailable: {exc}>"
         rows.append(peek_row(message, payload, error))
     return rows
-
-
-@dataclass
-class RedriveResult:
-    stream: str
-    dry_run: bool
-    redriven: int = 0  # letters put back into the stream (dry run: would be)
-    deleted: int = 0  # messages deleted after their letter was acknowledged (duplicates included)
-    duplicates: int = 0  # further messages with the id of a letter redriven in this run
-    kept: dict[str, int] = field(default_factory=dict)  # reason -> messages left in the queue
-    not_deleted: int = 0  # redriven, but the delete failed: they will be redriven again next time
-    incomplete: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "dryRun": self.dry_run,
-            "redriven": self.redriven,
-            "deleted": self.deleted,
-            "duplicates": self.duplicates,
-            "kept": sum(self.kept.values()),
-            "keptByReason": dict(sorted(self.kept.items(), key=lambda item: (-item[1], item[0]))),
-            "notDeleted": self.not_deleted,
-            "complete": not self.incomplete,
-        }
-
-
-@dataclass
-class _Item:
-    """One letter to put back: its payload, partition key and every message that carries it."""
-
-    letter_id: str
-    payload: bytes
-    partition_key: str
-    message_ids: list[str]
-
-
-class _Redrive:
-    def __init__(
-        self,
-        s3: Any,
-        kinesis: Any,
-        stream: str,
-        rules: Rules,
-        now_ms: Callable[[], int],
-        dry_run: bool,
-        scanner: Scanner,
-        sleep: Callable[[float], None],
-        attempts: int,
-    ) -> None:
-        self.s3, self.kinesis, self.stream, self.rules = s3, kinesis, stream, rules
-        self.now_ms, self.dry_run, self.scanner, self.sleep, self.attempts = now_ms, dry_run, scanner, sleep, attempts
-        self.result = RedriveResult(stream, dry_run)
-        self.kept: list[str] = []  # message ids to release at the end
-        self.pending: dict[str, _Item] = {}  # letter id -> item waiting for the next put
-        self.done: set[str] = set()  # letter ids acknowledged by Kinesis in this run
-
-    def run(self) -> RedriveResult:
-        try:
-            for batch in self.scanner.batches():
-                for message in batch:
-                    self._consider(message)
-                if not self.dry_run and (
-                    len(self.pending) >= KINESIS_MAX_BATCH_RECORDS
-                    or sum(len(i.payload) for i in self.pending.values()) >= KINESIS_MAX_BATCH_BYTES
-                ):
-                    self._flush()
-            if not self.dry_run:
-                self._flush()
-        finally:
-            # Whatever was not deleted becomes visible again: kept letters, and on an error everything else.
-            self.kept += [mid for item in self.pending.values() for mid in item.message_ids]
-            if self.dry_run:
-                self.result.redriven = len(self.pending)
-            self.scanner.release(self.kept)
-        self.result.incomplete = self.scanner.incomplete
-        return self.result
-
-    def _keep(self, message: QueuedMessage, reason: str) -> None:
-        self.kept.append(message.message_id)
-        self.result.kept[reason] = self.result.kept.get(reason, 0) + 1
-
-    def _consider(self, message: QueuedMessage) -> None:
-        if message.body is None:
-            self._keep(message, UNREADABLE)
-            return
-        letter_id = message.letter_id
-        if letter_id in self.done:  # a duplicate of a letter already back in the stream
-            self.result.duplicates += 1
-            self._delete([message.message_id])
-            return
-        if letter_id in self.pending:
-            self.result.duplicates += 1
-            self.pending[letter_id].message_ids.append(message.message_id)
-            return
-        try:
-            payload = letter_payload(message.body, self.s3)
-        except PayloadUnavailableError as exc:
-            log.warning("dlq redrive: payload unavailable", extra={"id": letter_id, "error": str(exc)})
-            self._keep(message, PAYLOAD_UNAVAILABLE)
-            return
-        verdict = judge(payload, message.partition_key, self.now_ms(), self.rules)
-        if not verdict.ok:
-            self._keep(message, verdict.reason)
-            return
-        self.pending[letter_id] = _Item(letter_id, payload, message.partition_key, [message.message_id])
-
-    def _flush(self) -> None:
-        items = list(self.pending.values())
-        sizes = [len(i.payload) + len(i.partition_key.encode()) for i in items]
-        for batch in plan_batches(sizes, KINESIS_MAX_BATCH_RECORDS, KINESIS_MAX_BATCH_BYTES):
-            acknowledged, refused = self._put([items[n] for n in batch])
-            for item in acknowledged:
-                del self.pending[item.letter_id]
-                self.done.add(item.letter_id)
-                self.result.redriven += 1
-                self._delete(item.message_ids)
-            for item in refused:
-                del self.pending[item.letter_id]
-                for mid in item.message_ids:
-                    self._keep(self.scanner.seen[mid], PUT_FAILED)
-
-    def _delete(self, message_ids: list[str]) -> None:
-        failed = self.scanner.delete(message_ids, sleep=self.sleep)
-        self.result.deleted += len(message_ids) - failed
-        self.result.not_deleted += failed
-
-    def _put(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
-        """Put the items into the stream; failed entries retried. Returns (acknowledged, refused)."""
-        acknowledged: list[_Item] = []
-        pending = items
-        for attempt in range(self.attempts):
-            records = [{"Data": i.payload, "PartitionKey": i.partition_key} for i in pending]
-            try:
-                reply = self.kinesis.put_records(StreamName=self.stream, Records=records)
-            except ClientError as exc:
-                if _error_code(exc) == "ResourceNotFoundException":
-                    raise DlqAdminError(
-                        f"the stream {self.stream!r} does not exist; is the stack up? `streamkpi local up` "
-                        "(or name another with --stream)."
-                    ) from None
-                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
-            except BotoCoreError as exc:
-                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
-            else:
-                failed: list[_Item] = []
-                for item, entry in zip(pending, reply["Records"], strict=True):
-                    (failed if entry.get("ErrorCode") else acknowledged).append(item)
-                pending = failed
-                if not pending:
-                    break
-            if attempt + 1 < self.attempts:
-                self.sleep(backoff_seconds(attempt + 1))
-        return acknowledged, pending
-
-
-def check_stream(kinesis: Any, stream: str) -> None:
-    try:
-        kinesis.describe_stream_summary(StreamName=stream)
-    except ClientError as exc:
-        if _error_code(exc) == "ResourceNotFoundException":
-            raise DlqAdminError(
-                f"the stream {stream!r} does not exist; is the stack up? `streamkpi local up` "
-                "(or name another with --stream)."
-            ) from None
-        raise DlqAdminError(f"cannot describe the stream {stream!r}: {exc}; check the AWS credentials.") from None
-    except BotoCoreError as exc:
-        raise DlqAdminError(f"cannot reach Kinesis ({exc}); is the stack up? `streamkpi local status`.") from None
-
-
-def redrive(
-    sqs: Any,
-    s3: Any,
-    kinesis: Any,
-    url: str,
-    stream: str,
-    rules: Rules,
-    *,
-    dry_run: bool = False,
-    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-    visibility_timeout: int = 300,
-    wait_seconds: int = 1,
-    sleep: Callable[[float], None] = time.sleep,
-    attempts: int = 5,
-) -> RedriveResult:
-    """Put every letter whose payload now validates back into `stream`, then delete its messages.
-
-    Letters that still fail stay in the queue (made visible again). With `dry_run` nothing is put or
-    deleted; the result says what would happen.
-    """
-    check_stream(kinesis, stream)
-    scanner = Scanner(sqs, url, visibility_timeout, wait_seconds)
-    return _Redrive(s3, kinesis, stream, rules, now_ms, dry_run, scanner, sleep, attempts).run()

@@ -14,6 +14,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
+from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, ValueChecks, deep_value_problem, group_text
 from consumer.reasons import Reason
 
 EVENT_TYPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -21,6 +22,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Numbers below this are epoch seconds, above it epoch milliseconds (1e11 s is the year 5138).
 _SECONDS_LIMIT = 100_000_000_000
 _OPTIONAL_STRINGS = ("eventId", "userId", "sessionId")
+# An ISO-8601 time whose seconds are 60 (a leap second), which datetime cannot hold.
+_LEAP_SECOND = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}):60(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class Rules:
     known_patterns: tuple[str, ...] = ()
     # eventType -> compiled validator that raises on failure (fastjsonschema)
     schemas: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # The values the metrics read, bounded here (consumer/bounds.py); its plans cache the valid type names.
+    values: ValueChecks = field(default_factory=ValueChecks)
+    max_value_chars: int = DEFAULT_LIMITS.max_value_chars
 
 
 def _known(event_type: str, rules: Rules) -> bool:
@@ -64,7 +70,11 @@ def parse_timestamp_ms(value: Any) -> int:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise TimestampError(f"{value[:64]!r} is not ISO-8601") from None
+            leap = _LEAP_SECOND.fullmatch(value)
+            if leap is None:
+                raise TimestampError(f"{value[:64]!r} is not ISO-8601") from None
+            # A leap second (23:59:60) is the last moment of its minute: 23:59:59.999, same windows.
+            return parse_timestamp_ms(f"{leap[1]}:59{leap[3]}") + 999
         if parsed.tzinfo is None:
             raise TimestampError(f"{value[:64]!r} has no UTC offset (add Z or +hh:mm)")
         since = parsed - _EPOCH  # floored to whole milliseconds, in plain ints
@@ -88,25 +98,28 @@ def parse_timestamp_ms(value: Any) -> int:
     return value * 1000 if abs(value) < _SECONDS_LIMIT else value
 
 
-# Event type names that passed EVENT_TYPE already (bounded): the regex runs once per name.
-_GOOD_TYPES: set[str] = set()
-_GOOD_TYPES_MAX = 100_000
+# What check_event returns for an event that holds, in a field a metric sums, a float that may be an
+# integer beyond 64 bits: the worker decodes its record again exactly (decode_parts(..., exact=True)).
+READ_AGAIN = Invalid(Reason.NUMBER_OUT_OF_RANGE, "a summed integer beyond 64 bits: read the record again exactly")
 _NO_VALUE = object()
 _fromisoformat = datetime.fromisoformat
 assert _OPTIONAL_STRINGS == ("eventId", "userId", "sessionId")  # check_event has them unrolled
 
 
-def check_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> tuple[str, int] | Invalid:
-    """`validate_event` for the hot path: (event type, event time in ms) when valid."""
+def check_event(
+    event: Mapping[str, Any], arrival_ms: int, rules: Rules, exact: bool = False
+) -> tuple[str, int] | Invalid:
+    """`validate_event` for the hot path: (event type, event time in ms) when valid; READ_AGAIN when the
+    event must be read again exactly (never when `exact`: it was)."""
     get = event.get
     event_type = get("eventType")
     if event_type is None:
         return Invalid(Reason.MISSING_FIELD, "eventType is missing")
-    if type(event_type) is not str or event_type not in _GOOD_TYPES:
+    plan = rules.values.plans.get(event_type) if type(event_type) is str else None
+    if plan is None:  # a type not seen yet (the regex runs once per name) or not a string
         if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
             return Invalid(Reason.WRONG_TYPE, "eventType must be a string of 1-128 letters, digits and ._:- characters")
-        if type(event_type) is str and len(_GOOD_TYPES) < _GOOD_TYPES_MAX:
-            _GOOD_TYPES.add(event_type)
+        plan = rules.values.plan(event_type)
     timestamp = get("timestamp", _NO_VALUE)
     if timestamp is _NO_VALUE:
         return Invalid(Reason.MISSING_FIELD, "timestamp is missing")
@@ -155,11 +168,27 @@ def check_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> tupl
             return Invalid(Reason.SCHEMA, str(exc))
     elif rules.strict_types and not _known(event_type, rules):
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
+    if plan:  # the values the metrics read: group and distinct values' lengths, summed numbers' ranges
+        limit = rules.max_value_chars
+        for key in plan[0]:
+            value = get(key)
+            if value is not None and (len(value) if type(value) is str else len(group_text(value))) > limit:
+                length = len(group_text(value))
+                return Invalid(Reason.VALUE_TOO_LONG, f"{key} has {length} characters; at most {limit}")
+        if plan[1] or plan[2]:
+            problem = deep_value_problem(event, plan, limit, exact)
+            if problem is READ_EXACTLY:
+                return READ_AGAIN
+            if problem is not None:
+                return Invalid(*problem)
     return event_type, event_ms
 
 
 def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> Valid | Invalid:
+    """The verdict on one event (an event READ_AGAIN would ask for is judged as read: valid)."""
     verdict = check_event(event, arrival_ms, rules)
+    if verdict is READ_AGAIN:
+        verdict = check_event(event, arrival_ms, rules, exact=True)
     if isinstance(verdict, Invalid):
         return verdict
     return Valid(*verdict)

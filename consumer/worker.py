@@ -14,17 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-import orjson
-
-from aggregations.partials import Position, ShardAggregates, WindowKey
-from aggregations.repair import repair_hot
-from aggregations.store import AggregateStore, LossDetecting, StoreUnavailableError
-from consumer.decode import decode_parts
+from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
+from aggregations.repair import repair_hot, repair_windows
+from aggregations.store import AggregateStore, LossDetecting, StoreRejectedError, StoreUnavailableError
+from consumer.bounds import Limits, to_json_bytes
+from consumer.decode import Rejection, decode_parts, too_many_invalid
 from consumer.dlq import DeadLetter, DeadLetterSink
 from consumer.health import HealthSink, RateMeter
 from consumer.reasons import Reason
 from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, EventSink, ForwardPair
-from consumer.validate import Invalid, Rules, check_event
+from consumer.validate import READ_AGAIN, Invalid, Rules, check_event
 from streamkpi.config import AppConfig
 
 log = logging.getLogger("streamkpi.worker")
@@ -81,6 +80,7 @@ class Stats:
     dynamodb_writes: int = 0
     redis_writes: int = 0
     hot_repairs: int = 0
+    hot_windows_repaired: int = 0
     dead_letters_sent: int = 0
     forwarded: int = 0
     last: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +106,9 @@ class ShardWorker:
         self.shard_id = shard_id
         self.stream = stream
         self.rules: Rules = config.rules
+        self.limits: Limits = config.limits
+        # Events later than this after their arrival miss a resolution whose DynamoDB retention has passed.
+        self._late_ms = min(r.dynamodb_retention_ms for r in config.resolutions)
         self.durable = durable
         self.hot = hot
         self.dead_letters = dead_letters
@@ -113,7 +116,10 @@ class ShardWorker:
         self.clock = clock
         self.sleep = sleep
         self.resolutions = config.resolutions
-        self.aggregates = ShardAggregates(shard_id, config.metric_set, config.resolutions)
+        self._resolution_by_name = {r.name: r for r in config.resolutions}
+        self.aggregates = ShardAggregates(
+            shard_id, config.metric_set, config.resolutions, max_item_bytes=self.limits.max_item_bytes
+        )
         # No sinks given (unit tests): nothing is forwarded. Otherwise every routed sink must exist.
         self.sinks = dict(sinks or {})
         self.router = config.router
@@ -128,12 +134,16 @@ class ShardWorker:
         self.last_batch_ms: int | None = None
         self.last_checkpoint_ms: int | None = None
         self.pending_letters: list[DeadLetter] = []
+        self.pending_bytes = 0  # payloads of pending letters and bodies of pending forwards
         self.stats = Stats()
         self.last_record: tuple[str, int] | None = None  # (sequenceNumber, subSequenceNumber)
         self.checkpointed: tuple[str, int] | None = None
         now = clock()
         self.last_durable = self.last_hot = self.last_checkpoint = now
         self.records_since_checkpoint = 0
+        # Redis loss detection: the position this process last wrote to Redis per window, and the last audit.
+        self.hot_written: dict[WindowKey, str] = {}
+        self.last_hot_audit = now
 
     # -- processing ---------------------------------------------------------------------------------
 
@@ -152,6 +162,11 @@ class ShardWorker:
 
     def _process(self, records: Sequence[RecordFields]) -> None:
         rules = self.rules
+        limits = self.limits
+        max_letters = limits.max_letters_per_record
+        max_pending = limits.max_pending_bytes
+        late_ms = self._late_ms
+        letters = self.pending_letters
         sinks_for = self.router.sinks_for if self.sinks else None
         span = self.aggregates.span
         # Valid events not folded yet. While every window they touch is in memory they are folded a
@@ -163,6 +178,7 @@ class ShardWorker:
         missing: set[WindowKey] = set()
         loads = 0
         low = high = 0  # the event times whose windows were looked at last: [low, high)
+        late = False  # the batch holds an event some resolution no longer keeps
         # This batch's forwards per sink, and per event type the appends of the queues it goes to.
         queued: dict[str, list[ForwardPair]] = {}
         forward_to: dict[str, tuple[Callable[[ForwardPair], None], ...]] = {}
@@ -171,64 +187,94 @@ class ShardWorker:
         for record in records:
             data, sequence_number, sub, partition_key, arrival_ms = record
             seq = int(sequence_number)
-            objects, rejections = decode_parts(data)
-            for rejection in rejections:
-                self._dead_letter(record, rejection.index, rejection.reason, rejection.detail, rejection.payload)
-            alone = len(objects) + len(rejections) == 1  # the record is exactly this one event
-            for index, obj, text in objects:
-                verdict = check_event(obj, arrival_ms, rules)
-                if type(verdict) is Invalid:
-                    # A rejected event's raw bytes: the whole record when it held just this event, else
-                    # its own line, else its JSON.
-                    payload = data if alone else text if text is not None else _json(obj, data)
-                    self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
-                    continue
-                event_type, event_ms = verdict  # type: ignore[misc]
-                forward = None
-                if sinks_for is not None:
-                    appends = forward_to.get(event_type)
-                    if appends is None:
-                        appends = forward_to[event_type] = tuple(
-                            queued.setdefault(name, []).append for name in sinks_for(event_type)
-                        )
-                    if appends:
-                        # The event's own line as it came (one line: no CR either), else its JSON.
-                        if text is not None and b"\r" not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
-                            body: bytes | None = text
-                        else:
-                            body = _compact_json(obj)
-                        if body is None or len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                            detail = (
-                                f"event nested deeper than {_MAX_WRITE_DEPTH} levels: no forward sink can take its JSON"
-                                if body is None
-                                else f"event of {len(body)} bytes is larger than a forward sink accepts"
+            letters_before = len(letters)
+            unfolded_before = len(unfolded)
+            late_before = arrival_ms - late_ms
+            exact = False
+            while True:  # once, or twice when a summed integer beyond 64 bits asks for an exact reading
+                objects, rejections = decode_parts(data, limits, exact)
+                for rejection in rejections:
+                    self._dead_letter(
+                        record, rejection.index, rejection.reason, rejection.detail, rejection.payload, rejection.events
+                    )
+                alone = len(objects) + len(rejections) == 1  # the record is exactly this one event
+                for index, obj, text in objects:
+                    verdict = check_event(obj, arrival_ms, rules, exact)
+                    if verdict is READ_AGAIN:
+                        break
+                    if type(verdict) is Invalid:
+                        # A rejected event's raw bytes: the whole record when it held just this event, else
+                        # its own line, else its JSON (never its siblings, which may be counted).
+                        payload = data if alone else text if text is not None else to_json_bytes(obj)
+                        self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
+                        continue
+                    event_type, event_ms = verdict  # type: ignore[misc]
+                    forward = None
+                    if sinks_for is not None:
+                        appends = forward_to.get(event_type)
+                        if appends is None:
+                            appends = forward_to[event_type] = tuple(
+                                queued.setdefault(name, []).append for name in sinks_for(event_type)
                             )
-                            payload = body or (text if text is not None else data)
-                            self._dead_letter(record, index, Reason.TOO_LARGE, detail, payload)
-                            continue
-                        forward = (partition_key, body)
-                        for add in appends:
-                            add(forward)
-                if not low <= event_ms < high:
-                    low, high, absent = span(event_ms)
-                    if absent:
-                        if not missing and loads < _EAGER_LOADS:
-                            loads += 1
+                        if appends:
+                            # The event's own line as it came (one line: no CR either), else its JSON.
+                            if text is not None and b"\r" not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
+                                body = text
+                            else:
+                                body = to_json_bytes(obj)
+                            if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                                detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
+                                self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
+                                continue
+                            forward = (partition_key, body)
+                            self.pending_bytes += len(body)
+                            for add in appends:
+                                add(forward)
+                    if event_ms < late_before:
+                        # Rare: later than the shortest retention. Its windows are loaded now, and it is
+                        # folded one by one into the resolutions that still keep it.
+                        keep = self.aggregates.keeping(event_ms, arrival_ms)
+                        absent = self.aggregates.missing(self.aggregates.keys_for(event_ms, keep))
+                        if absent:
                             self._load(absent)
-                        else:
-                            missing.update(absent)
-                append((obj, event_type, event_ms, (seq, sub, index), forward))
+                        late = True
+                        append((obj, event_type, event_ms, (seq, sub, index), forward, keep))  # type: ignore[arg-type]
+                        continue
+                    if not low <= event_ms < high:
+                        low, high, absent = span(event_ms)
+                        if absent:
+                            if not missing and loads < _EAGER_LOADS:
+                                loads += 1
+                                self._load(absent)
+                            else:
+                                missing.update(absent)
+                    append((obj, event_type, event_ms, (seq, sub, index), forward))
+                else:
+                    break  # every event was read as it must be
+                # Undo what this reading did, and read the record again exactly.
+                self._undo_record(letters_before, unfolded, unfolded_before, queued)
+                exact = True
+            if len(letters) - letters_before > max_letters:
+                self._reject_record(record, letters_before, unfolded, unfolded_before, queued)
             if not missing and len(unfolded) >= _FOLD_CHUNK:
-                folded += self._fold(unfolded, queued, marks)
+                folded += self._fold(unfolded, queued, marks, late)
                 unfolded.clear()
                 marks = {name: len(queue) for name, queue in queued.items()}
+            if self.pending_bytes > max_pending:
+                # Dead letters and forwards are sent before the batch ends: memory stays bounded.
+                if missing:
+                    self._load(missing)
+                    missing.clear()
+                folded += self._fold(unfolded, queued, marks, late)
+                unfolded.clear()
+                self._queue_forwards(queued)
+                marks = {}
+                self._send_letters_and_forwards()
         if missing:
             self._load(missing)
-        folded += self._fold(unfolded, queued, marks)
+        folded += self._fold(unfolded, queued, marks, late)
         unfolded.clear()
-        for name, forwards in queued.items():
-            if forwards:
-                self.pending_forwards.setdefault(name, []).extend(forwards)
+        self._queue_forwards(queued)
         if records:  # (KCL sends empty batches on idle polls: callProcessRecordsEvenForEmptyRecordList)
             last = records[-1]
             self.last_record = (last[1], last[2])  # (sequenceNumber, subSequenceNumber)
@@ -238,6 +284,52 @@ class ShardWorker:
         self.rate.add(self.clock(), folded)
         self.last_batch_ms = self.wall_ms()
 
+    def _queue_forwards(self, queued: dict[str, list[ForwardPair]]) -> None:
+        for name, forwards in queued.items():
+            if forwards:
+                self.pending_forwards.setdefault(name, []).extend(forwards)
+                forwards.clear()
+
+    def _undo_record(
+        self,
+        letters_before: int,
+        unfolded: list[_Valid],
+        unfolded_before: int,
+        queued: dict[str, list[ForwardPair]],
+    ) -> tuple[list[DeadLetter], list[_Valid]]:
+        """Take back the letters, events and forwards the record being processed added (none is folded or
+        sent yet); returns the letters and events taken back."""
+        letters = self.pending_letters
+        invalid = letters[letters_before:]
+        del letters[letters_before:]
+        self.stats.rejected -= len(invalid)
+        self.pending_bytes -= sum(len(letter.payload) for letter in invalid)
+        valid = unfolded[unfolded_before:]
+        del unfolded[unfolded_before:]
+        forwards = [item[4] for item in valid if item[4] is not None]
+        if forwards:
+            dropped = {id(forward) for forward in forwards}
+            self.pending_bytes -= sum(len(forward[1]) for forward in forwards)
+            for queue in queued.values():
+                queue[:] = [f for f in queue if id(f) not in dropped]
+        return invalid, valid
+
+    def _reject_record(
+        self,
+        record: RecordFields,
+        letters_before: int,
+        unfolded: list[_Valid],
+        unfolded_before: int,
+        queued: dict[str, list[ForwardPair]],
+    ) -> None:
+        """Too many of a record's events are invalid: one letter stands for the record and none of its
+        events counts (a redrive of that letter then puts the whole record back, counted once)."""
+        invalid, valid = self._undo_record(letters_before, unfolded, unfolded_before, queued)
+        first = [(Reason(letter.reason), letter.detail) for letter in invalid[:3]]
+        events = len(invalid) + len(valid)
+        rejection: Rejection = too_many_invalid(record[0], events, first, len(invalid), self.limits)
+        self._dead_letter(record, 0, rejection.reason, rejection.detail, rejection.payload, events)
+
     def _load(self, missing: Iterable[WindowKey]) -> None:
         """Load windows from DynamoDB into memory (an empty window where none is stored)."""
         keys = sorted(missing)
@@ -245,11 +337,14 @@ class ShardWorker:
         for key in keys:
             self.aggregates.install(key, found.get(key))
 
-    def _fold(self, events: list[_Valid], queued: dict[str, list[ForwardPair]], marks: dict[str, int]) -> int:
+    def _fold(
+        self, events: list[_Valid], queued: dict[str, list[ForwardPair]], marks: dict[str, int], late: bool = False
+    ) -> int:
         """Fold valid events into the aggregates; returns how many there were. Events already included
         were already forwarded too (sinks flush before DynamoDB): their forwards leave the queues, whose
-        entries past `marks` are the forwards of `events`."""
-        included = self.aggregates.fold(events)
+        entries past `marks` are the forwards of `events`. `late`: some events carry the resolutions
+        that still keep them."""
+        included = self.aggregates.fold(events, late)
         if included:
             self.stats.duplicates += len(included)
             dropped = {id(events[i][4]) for i in included}
@@ -258,9 +353,12 @@ class ShardWorker:
                 queue[mark:] = [f for f in queue[mark:] if id(f) not in dropped]
         return len(events)
 
-    def _dead_letter(self, record: RecordFields, index: int, reason: str, detail: str, payload: bytes) -> None:
+    def _dead_letter(
+        self, record: RecordFields, index: int, reason: str, detail: str, payload: bytes, events: int | None = None
+    ) -> None:
         _, sequence_number, sub_sequence_number, partition_key, arrival_ms = record
         self.stats.rejected += 1
+        self.pending_bytes += len(payload)
         self.pending_letters.append(
             DeadLetter(
                 self.stream,
@@ -273,6 +371,7 @@ class ShardWorker:
                 str(reason),
                 detail,
                 payload,
+                events,
             )
         )
 
@@ -282,6 +381,7 @@ class ShardWorker:
         return (
             self.clock() - self.last_durable >= self.cadence.dynamodb_flush_seconds
             or self.records_since_checkpoint >= self.cadence.checkpoint_records
+            or self.pending_bytes > self.limits.max_pending_bytes
         )
 
     def checkpoint_due(self) -> bool:
@@ -293,31 +393,111 @@ class ShardWorker:
     def hot_due(self) -> bool:
         return self.clock() - self.last_hot >= self.cadence.redis_flush_seconds
 
+    # Redis loss. A marker per shard tells a total loss (restarted empty, FLUSHALL); the position this process
+    # last wrote to each window tells a partial one (a lagging replica promoted, a lost fsync), at each write
+    # and at a periodic audit. Either way every shard's partials of the windows concerned come back.
+    hot_audit_seconds = 30.0  # how often the windows this process wrote to Redis are checked
+    hot_repair_lease_seconds = 600.0  # how long the claim and marker of a repair outlive a worker that died in it
+
     def flush_hot(self) -> None:
         self._repair_hot_if_lost()
+        lost = set(self._audit_hot())
         dirty = self.aggregates.dirty("redis")
+        now_ms = self.wall_ms()
+        expired = [p for p in dirty if self._redis_expiry_ms(p.key) <= now_ms]
+        if expired:  # past the Redis retention (a late event): a write would set an expiry in the past
+            self.aggregates.mark_written("redis", expired)
+            dirty = [p for p in dirty if self._redis_expiry_ms(p.key) > now_ms]
         if dirty:
-            stale = self._retry("write partials to Redis", lambda: self.hot.write(dirty))
+            stale = self._write_hot(dirty, lost)
             # A stale Redis write means a newer copy of the same deterministic partial is there already.
             self.aggregates.mark_written("redis", dirty)
             self.stats.redis_writes += len(dirty) - len(stale)
+        if lost:
+            self._repair_hot_windows(lost, sent={p.key for p in dirty})
         self.stats.hot_flushes += 1
         self.last_hot = self.clock()
         self.report_health()
 
+    def _write_hot(self, dirty: list[StoredPartial], lost: set[WindowKey]) -> list[StoredPartial]:
+        """Write to Redis, telling it the position last written to each window; adds the windows found lost."""
+        hot = self.hot
+        if not isinstance(hot, LossDetecting):
+            return self._retry("write partials to Redis", lambda: hot.write(dirty))
+        written = self.hot_written
+        last = [written.get(p.key) for p in dirty]
+        stale, found = self._retry("write partials to Redis", lambda: hot.write_checked(dirty, last))
+        lost.update(found)
+        for p in dirty:  # Redis holds this position now, or a newer one
+            if p.position > written.get(p.key, ""):
+                written[p.key] = p.position
+        return stale
+
     def _repair_hot_if_lost(self) -> None:
-        """Redis restarted empty or was flushed: refill this shard's hot windows from DynamoDB now."""
+        """Redis lost this shard's marker: it restarted empty or was flushed (or this shard is new). The first
+        worker to claim it copies every shard's hot windows from DynamoDB, the ended parents of a reshard
+        included; each re-sends what it holds in memory (it may be newer than DynamoDB) with this flush."""
         hot = self.hot
         if not isinstance(hot, LossDetecting) or self._retry("check Redis", lambda: hot.intact(self.shard_id)):
             return
-        durable_copies = self._retry(
-            "repair Redis from DynamoDB",
-            lambda: repair_hot(self.durable, hot, self.resolutions, self.shard_id, self.wall_ms()),
-        )
+        lease_ms = int(self.hot_repair_lease_seconds * 1000)
+        claim = self._retry("claim the Redis repair", lambda: hot.begin_repair(self.shard_id, lease_ms))
+        copied = 0
+        if claim is not None:
+            now_ms, ahead_ms = self.wall_ms(), self.rules.future_skew_ms
+            copied = self._retry(
+                "repair Redis from DynamoDB",
+                lambda: repair_hot(self.durable, self.hot, self.resolutions, now_ms, ahead_ms),
+            )
+        self.hot_written.clear()  # Redis holds DynamoDB's copy of this shard's partials now, or nothing
         self.aggregates.mark_all_dirty("redis")  # what is newer than DynamoDB goes with this flush
-        self._retry("mark Redis repaired", lambda: hot.mark_intact(self.shard_id))
+        confirmed = self._retry("mark Redis repaired", lambda: hot.end_repair(self.shard_id, claim))
         self.stats.hot_repairs += 1
-        log.info("hot store repaired from DynamoDB", extra={"shard": self.shard_id, "partials": durable_copies})
+        log.info(
+            "hot store repaired from DynamoDB",
+            extra={"shard": self.shard_id, "partials": copied, "allShards": claim is not None},
+        )
+        if not confirmed:
+            log.warning("Redis lost data again during its repair: repairing again", extra={"shard": self.shard_id})
+
+    def _audit_hot(self) -> list[WindowKey]:
+        """Every `hot_audit_seconds`, one read of this shard's positions in every window this process wrote to
+        Redis (those it no longer writes too): the windows where Redis holds an older one, or none. What this
+        worker holds in memory goes with this flush again."""
+        hot = self.hot
+        now = self.clock()
+        if not isinstance(hot, LossDetecting) or now - self.last_hot_audit < self.hot_audit_seconds:
+            return []
+        self.last_hot_audit = now
+        wall_ms = self.wall_ms()
+        written = self.hot_written
+        for key in [k for k in written if self._redis_expiry_ms(k) <= wall_ms]:
+            del written[key]  # Redis let it expire
+        if not written:
+            return []
+        lost = self._retry("audit Redis", lambda: hot.lost_windows(self.shard_id, written))
+        if lost:
+            self.aggregates.mark_all_dirty("redis")
+        return lost
+
+    def _repair_hot_windows(self, lost: set[WindowKey], sent: set[WindowKey]) -> None:
+        """Redis lost partials of these windows: copy every shard's durable partial of those it still keeps.
+        A window whose partial this flush did not re-send leaves the audit: Redis holds DynamoDB's copy."""
+        for key in lost - sent:
+            self.hot_written.pop(key, None)
+        now_ms = self.wall_ms()
+        kept = sorted(k for k in lost if self._redis_expiry_ms(k) > now_ms)
+        if not kept:
+            return
+        copied = self._retry("repair Redis windows from DynamoDB", lambda: repair_windows(self.durable, self.hot, kept))
+        self.stats.hot_windows_repaired += len(kept)
+        log.warning(
+            "Redis lost partials of some windows: repaired them from DynamoDB",
+            extra={"shard": self.shard_id, "windows": len(kept), "partials": copied, "first": list(kept[0])},
+        )
+
+    def _redis_expiry_ms(self, key: WindowKey) -> int:
+        return self._resolution_by_name[key[0]].redis_expiry_ms(key[1])
 
     def health_fields(self) -> dict[str, Any]:
         return {
@@ -339,20 +519,11 @@ class ShardWorker:
             self.health.report(self.shard_id, self.health_fields())
 
     def flush_durable(self) -> None:
-        """Make every effect of the records seen so far durable: DLQ, DynamoDB, then Redis."""
-        if self.pending_letters:
-            letters = self.pending_letters
-            self._retry("send dead letters", lambda: self.dead_letters.send(letters))
-            self.stats.dead_letters_sent += len(letters)
-            self.pending_letters = []
-        for name, forwards in list(self.pending_forwards.items()):
-            sink = self.sinks[name]
-            self._retry(f"forward to sink {name}", lambda: sink.send(forwards))  # noqa: B023 - called at once
-            self.stats.forwarded += len(forwards)
-            del self.pending_forwards[name]
+        """Make every effect of the records seen so far durable: DLQ, sinks, DynamoDB, then Redis."""
+        self._send_letters_and_forwards()
         dirty = self.aggregates.dirty("dynamodb")
         if dirty:
-            stale = self._retry("write partials to DynamoDB", lambda: self.durable.write(dirty))
+            stale = self._write_durable(dirty)
             if stale:
                 raise ZombieError(
                     f"shard {self.shard_id}: DynamoDB holds newer partials for {len(stale)} windows "
@@ -365,6 +536,37 @@ class ShardWorker:
         self.stats.durable_flushes += 1
         self.last_durable = self.clock()
 
+    def _send_letters_and_forwards(self) -> None:
+        if self.pending_letters:
+            letters = list(self.pending_letters)
+            self._retry("send dead letters", lambda: self.dead_letters.send(letters))
+            self.stats.dead_letters_sent += len(letters)
+            self.pending_letters.clear()  # (the same list object: _process holds it)
+        for name, forwards in list(self.pending_forwards.items()):
+            sink = self.sinks[name]
+            self._retry(f"forward to sink {name}", lambda: sink.send(forwards))  # noqa: B023 - called at once
+            self.stats.forwarded += len(forwards)
+            del self.pending_forwards[name]
+        self.pending_bytes = 0
+
+    def _write_durable(self, dirty: list[StoredPartial]) -> list[StoredPartial]:
+        """Write partials to DynamoDB. An item the store refuses as invalid (too large) is a bug of the
+        budget, not an outage: its groups fold into __other__ and it is written again, once."""
+        try:
+            return self._retry("write partials to DynamoDB", lambda: self.durable.write(dirty))
+        except StoreRejectedError as exc:
+            log.error(
+                "DynamoDB refused partials as invalid; folding their groups into __other__",
+                extra={"shard": self.shard_id, "windows": [f"{k[0]} {k[1]}" for k in exc.keys], "error": str(exc)},
+            )
+            for key in exc.keys:
+                self.aggregates.fold_into_other(key)
+            again = self.aggregates.dirty("dynamodb")
+            try:
+                return self._retry("write partials to DynamoDB", lambda: self.durable.write(again))
+            except StoreRejectedError as exc2:
+                raise FatalError(f"DynamoDB refused partials even after folding their groups: {exc2}") from exc2
+
     def mark_checkpointed(self) -> None:
         self.checkpointed = self.last_record
         self.records_since_checkpoint = 0
@@ -373,8 +575,9 @@ class ShardWorker:
         self.report_health()
 
     def _retry(self, what: str, action: Callable[[], T]) -> T:
-        """Retry a store call with capped exponential backoff; give up (FatalError) after the limit."""
-        deadline = self.clock() + self.cadence.store_retry_seconds
+        """Retry a store call with capped exponential backoff; give up (FatalError) after the limit, which
+        runs from the first failure (a slow first attempt still gets its retries)."""
+        deadline: float | None = None
         delay = 0.1
         attempt = 0
         while True:
@@ -382,6 +585,8 @@ class ShardWorker:
             try:
                 return action()
             except StoreUnavailableError as exc:
+                if deadline is None:
+                    deadline = self.clock() + self.cadence.store_retry_seconds
                 if self.clock() + delay > deadline:
                     raise FatalError(f"{what}: still failing after {attempt} attempts: {exc}") from exc
                 log.warning(
@@ -390,22 +595,3 @@ class ShardWorker:
                 )
                 self.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-_MAX_WRITE_DEPTH = 254  # levels of nesting orjson writes (it reads deeper)
-
-
-def _compact_json(obj: dict[str, Any]) -> bytes | None:
-    """The event as compact JSON, or None when orjson cannot write it (nested deeper than it writes)."""
-    try:
-        # A copy: orjson's own result keeps its whole (4 KiB or larger) buffer alive, and these bytes
-        # wait in memory for the next durable flush.
-        return memoryview(orjson.dumps(obj)).tobytes()
-    except orjson.JSONEncodeError:
-        return None
-
-
-def _json(obj: dict[str, Any], record_data: bytes) -> bytes:
-    """A rejected event's JSON; the whole record when orjson cannot write the event, so nothing is lost."""
-    body = _compact_json(obj)
-    return record_data if body is None else body

@@ -288,10 +288,12 @@ class Publisher:
     published: int = 0
     failures: int = 0
     _last_problems: tuple[tuple[str, str], ...] = ()
+    _logged_errors: dict[str, str] = field(default_factory=dict)  # part -> the error text last logged
 
     def read(self, now: int) -> Readings:
         src = self.source
         problems: list[Problem] = []
+        errors: dict[str, str] = {}  # part -> error text, for the log only
         notes: dict[str, str] = {}
         minute_res = _resolution(src.resolutions, MINUTE_MS)
         day_res = _resolution(src.resolutions, DAY_MS)
@@ -307,10 +309,10 @@ class Publisher:
                 minutes_found = store.read(minute_res.name, minute_starts) if minute_res else {}
                 day_found = store.read(day_res.name, [today_start]) if day_res else {}
             except StoreUnavailableError as exc:
-                problems.append(Problem(store.name, f"{store.name} is not reachable: {exc}"))
+                problems.append(self._failed(errors, store.name, f"{store.name} is not reachable", exc))
                 continue
             except Exception as exc:  # a read error must not stop the dashboard; the page shows it
-                problems.append(Problem(store.name, f"reading {store.name} failed: {exc}"))
+                problems.append(self._failed(errors, store.name, f"reading {store.name} failed", exc, trace=True))
                 continue
             store_used = store.name
             break
@@ -352,7 +354,7 @@ class Publisher:
             try:
                 health = src.health()
             except Exception as exc:  # Redis down: say so, keep publishing the rest
-                problems.append(Problem("health", f"the shards' health (Redis) could not be read: {exc}"))
+                problems.append(self._failed(errors, "health", "the shards' health (Redis) could not be read", exc))
                 notes["shards"] = "the shards' health could not be read (see the problems above)"
         if health is not None:
             self.tracker.observe(now, health)
@@ -365,7 +367,8 @@ class Publisher:
             try:
                 dlq = src.dlq.read(now)
             except Exception as exc:
-                problems.append(Problem("dlq", f"the DLQ could not be read: {exc}"))
+                problems.append(self._failed(errors, "dlq", "the DLQ could not be read", exc))
+        self._logged_errors = errors
         return Readings(
             now_ms=now,
             stream=src.stream,
@@ -419,6 +422,20 @@ class Publisher:
         for target in self.targets:
             for name, body, kind in static_files():
                 target.put_file(name, body, kind)
+
+    def _failed(self, errors: dict[str, str], part: str, what: str, exc: Exception, trace: bool = False) -> Problem:
+        """The problem as the page shows it: which part and the kind of error, never its text (it can name
+        hosts, endpoints, even credentials, and the snapshot may be public). The full error goes to the
+        log, once until it changes or the part recovers."""
+        text = f"{type(exc).__name__}: {exc}"
+        if self._logged_errors.get(part) != text and errors.get(part) != text:
+            log.warning(
+                "dashboard: reading a part failed",
+                extra={"part": part, "error": str(exc), "error_type": type(exc).__name__},
+                exc_info=exc if trace else None,
+            )
+        errors[part] = text
+        return Problem(part, f"{what} ({type(exc.__cause__ or exc).__name__})")
 
     def _log_problem_changes(self, snapshot: Mapping[str, Any]) -> None:
         problems = tuple((p["part"], p["message"]) for p in snapshot["problems"])

@@ -5,7 +5,9 @@
     GET /snapshot.json  the latest snapshot (503 until the first one is published)
     GET /metrics        Prometheus text format: the golden signals of the latest snapshot
     GET /healthz        200 "ok"
-Anything but GET and HEAD is refused (405).
+Anything but GET and HEAD is refused (405); so is a request whose `Host` is not this server's own
+address (421: a DNS-rebinding page cannot read it), and a client that sends nothing for
+REQUEST_TIMEOUT_SECONDS is disconnected. Every response, errors included, carries the security headers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dashboard.publisher import SNAPSHOT_NAME, Publisher, static_files
 
 log = logging.getLogger("streamkpi.dashboard")
 HOST = "127.0.0.1"  # never anything else: the dashboard is local and read-only
+REQUEST_TIMEOUT_SECONDS = 10.0  # a client silent this long loses its connection (and its thread)
 
 
 class ServeError(Exception):
@@ -178,10 +181,20 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, holder: SnapshotHolder, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        port: int,
+        holder: SnapshotHolder,
+        registry: CollectorRegistry,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         self.holder, self.registry = holder, registry
+        self.request_timeout = timeout
         self.static = load_static()
         super().__init__((HOST, port), _Handler)
+        port = self.server_address[1]
+        names = (HOST, "localhost", "[::1]")
+        self.allowed_hosts = frozenset(names) | {f"{name}:{port}" for name in names}
 
     @property
     def url(self) -> str:
@@ -199,6 +212,29 @@ class _Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "streamkpi-dashboard"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # not 0.9: every answer, to a garbled request too, has headers
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # a silent client is disconnected
+
+    def parse_request(self) -> bool:
+        """The request line and headers, then the `Host`: only this server's own address is answered."""
+        if not super().parse_request():
+            return False
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1 or (not hosts and self.request_version != "HTTP/1.0"):
+            self.send_error(HTTPStatus.BAD_REQUEST, "exactly one Host header is required")
+            return False
+        if hosts and hosts[0].strip().lower() not in self.server.allowed_hosts:
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers to {HOST} and localhost only")
+            return False
+        return True
+
+    def end_headers(self) -> None:  # every response, send_error's too
+        for name, value in _SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def do_GET(self) -> None:
         self._respond(head=False)
@@ -247,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
-        for name, value in {**_SECURITY_HEADERS, **(extra or {})}.items():
+        for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
         if not head:
@@ -257,11 +293,16 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http " + format % args)
 
 
-def make_server(port: int, holder: SnapshotHolder, publisher: Publisher | None = None) -> DashboardServer:
+def make_server(
+    port: int,
+    holder: SnapshotHolder,
+    publisher: Publisher | None = None,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
+) -> DashboardServer:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SnapshotCollector(holder, publisher))
     try:
-        return DashboardServer(port, holder, registry)
+        return DashboardServer(port, holder, registry, timeout)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(

@@ -51,7 +51,7 @@ class Services:
 
     @cached_property
     def config(self) -> AppConfig:
-        return load_config(self.settings.config_path)
+        return load_config(self.settings.config_path, self.settings.limits())
 
     def client(self, service: str) -> Any:
         if service == "kinesis":

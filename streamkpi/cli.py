@@ -12,7 +12,7 @@ import orjson
 import typer
 
 from dashboard.cli import dashboard_app
-from streamkpi.settings import Settings, SettingsError, settings_table_markdown
+from streamkpi.settings import Settings, SettingsError, redact_url, settings_table_markdown
 
 app = typer.Typer(
     name="streamkpi",
@@ -79,13 +79,15 @@ def parse_time_ms(text: str, option: str) -> int:
 def settings_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of every setting.")] = False,
 ) -> None:
-    """Show the effective settings (or, with --markdown, the documented table of all settings)."""
+    """Show the effective settings, with the credentials in URLs hidden (or, with --markdown, the documented
+    table of all settings)."""
     if markdown:
         typer.echo(settings_table_markdown())
         return
     from dataclasses import asdict
 
-    typer.echo(orjson.dumps(asdict(_settings()), option=orjson.OPT_INDENT_2).decode())
+    shown = {k: redact_url(v) if isinstance(v, str) else v for k, v in asdict(_settings()).items()}
+    typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
 
 # -- local stack ----------------------------------------------------------------------------------
@@ -316,16 +318,43 @@ def rebuild_cache(
     typer.echo(f"copied {copied} shard partials from DynamoDB to Redis")
 
 
+def _refuse_while_workers_run(settings: Settings, dynamodb: object, command: str) -> None:
+    """Fail if a worker renews its KCL leases: its in-memory windows would write the old counts back."""
+    import time
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from replay.rebuild import running_leases
+
+    wait_s = max(1.0, settings.kcl_failover_millis / 1000 * 0.6)  # KCL renews every failover time / 3
+    typer.echo(f"checking lease table {settings.app_name!r} for running workers ({wait_s:.0f} s) ...", err=True)
+    try:
+        live = running_leases(dynamodb, settings.app_name, wait_s, time.sleep)
+    except (BotoCoreError, ClientError) as exc:
+        fail(f"cannot read the lease table {settings.app_name!r}: {exc}; is the stack up? (--force skips the check)", 1)
+    if live:
+        fail(
+            f"workers are running: the leases of {', '.join(live)} in {settings.app_name!r} are being renewed. "
+            f"Stop every `streamkpi consume` of this stream first (their in-memory windows would write the old "
+            f"counts back), then run the {command} again; --force skips this check once you know they are stopped.",
+            1,
+        )
+
+
 @app.command("reset")
 def reset(
     from_: Annotated[str, typer.Option("--from", help="Start (ISO-8601).")],
     to: Annotated[str, typer.Option(help="End, exclusive (ISO-8601).")],
     metric: Annotated[str | None, typer.Option(help="Delete only this metric's values.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Do not check the lease table for running workers (you stopped them).")
+    ] = False,
 ) -> None:
     """Delete the aggregates of every window overlapping a range, in DynamoDB and Redis.
 
-    Used before rebuilding from the archive: stop the workers, reset, replay the span printed here."""
+    Used before rebuilding from the archive: stop the workers, reset, replay the span printed here.
+    Refuses while the KCL lease table shows leases being renewed (--force skips that check)."""
     from aggregations.query import iso
     from aggregations.repair import replay_span, reset_range
     from aggregations.store import StoreUnavailableError
@@ -341,6 +370,8 @@ def reset(
         fail("--to must be after --from.")
     span = replay_span(resolutions, from_ms, to_ms)
     what = f"metric {metric!r}" if metric else "every metric"
+    if not force:
+        _refuse_while_workers_run(settings, services.client("dynamodb"), "reset")
     if not yes and not typer.confirm(
         f"Delete {what} in every window overlapping {iso(from_ms)} .. {iso(to_ms)} "
         f"(whole windows: {iso(span[0])} .. {iso(span[1])}) in DynamoDB and Redis?"
@@ -437,9 +468,10 @@ def dlq_peek(
 
     from consumer import dlq_admin
 
-    sqs, s3, url = _dlq_clients(_settings())
+    settings = _settings()
+    sqs, s3, url = _dlq_clients(settings)
     try:
-        rows = dlq_admin.peek(sqs, s3, url, n, visibility_timeout, wait_seconds)
+        rows = dlq_admin.peek(sqs, s3, url, n, visibility_timeout, wait_seconds, bucket=settings.archive_bucket)
     except (ClientError, BotoCoreError) as exc:
         _aws_failure(exc)
     if format is Format.json:
@@ -468,31 +500,41 @@ def dlq_redrive(
     visibility_timeout: Annotated[int, typer.Option(help=_DLQ_VISIBILITY_HELP, min=1, max=43_200)] = 300,
     wait_seconds: Annotated[int, typer.Option(help=_DLQ_WAIT_HELP, min=0, max=20)] = 1,
 ) -> None:
-    """Put letters whose payload now validates (current config) back into the stream, then delete them."""
+    """Put letters whose payload now validates (current config) back into the stream once, then delete them.
+
+    A ledger in the metrics table remembers every letter put back, across runs and crashes."""
+    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     from consumer import dlq_admin
+    from consumer import redrive as redrive_mod
+    from consumer.redrive_dynamodb import DynamoDbRedriveLedger
     from streamkpi.app import Services
     from streamkpi.config import ConfigError, load_config
 
     settings = _settings()
     try:
-        rules = load_config(settings.config_path).rules
+        rules = load_config(settings.config_path, settings.limits()).rules
     except ConfigError as exc:
         fail(str(exc))
     target = stream or settings.stream
     sqs, s3, url = _dlq_clients(settings)
+    services = Services(settings)
+    ledger = DynamoDbRedriveLedger(services.client("dynamodb"), settings.metrics_table)
+    context = redrive_mod.Context(
+        # No automatic retries: a PutRecords retried after a timeout could put a letter twice.
+        kinesis=boto3.client("kinesis", **settings.kinesis_client_kwargs(), config=redrive_mod.NO_RETRY_CONFIG),
+        stream=target,
+        rules=rules,
+        ledger=ledger,
+        s3=s3,
+        bucket=settings.archive_bucket,
+        limits=settings.limits(),
+    )
     try:
-        result = dlq_admin.redrive(
-            sqs,
-            s3,
-            Services(settings).client("kinesis"),
-            url,
-            target,
-            rules,
-            dry_run=dry_run,
-            visibility_timeout=visibility_timeout,
-            wait_seconds=wait_seconds,
+        ledger.check()
+        result = redrive_mod.redrive(
+            sqs, url, context, dry_run=dry_run, visibility_timeout=visibility_timeout, wait_seconds=wait_seconds
         )
     except dlq_admin.DlqAdminError as exc:
         fail(str(exc), 1)
@@ -511,18 +553,36 @@ def dlq_redrive(
                 f"redriven {result.redriven} letters into stream {target!r} "
                 f"({result.deleted} messages deleted, {result.duplicates} of them duplicates)"
             )
+            if result.recovered:
+                typer.echo(f"{result.recovered} letters were already in the stream (an interrupted run put them)")
             typer.echo(f"kept {kept}" + (f": {by_reason}" if by_reason else ""))
     if result.not_deleted:
         typer.echo(
-            f"warning: {result.not_deleted} messages were redriven but could not be deleted; they will be redriven "
-            "again (duplicates in the stream) unless deleted by hand.",
+            f"warning: {result.not_deleted} messages are back in the stream but could not be deleted; the next "
+            "redrive deletes them (the ledger knows their letters are back; they are not put again).",
+            err=True,
+        )
+    if result.kept.get(dlq_admin.REDRIVE_PENDING):
+        when = datetime.fromtimestamp((result.retry_after_ms or 0) / 1000, UTC).isoformat(timespec="seconds")
+        typer.echo(
+            f"warning: {result.kept[dlq_admin.REDRIVE_PENDING]} messages belong to letters another redrive is putting, "
+            f"or an interrupted one may have put; run `streamkpi dlq redrive` again after {when} to settle them.",
+            err=True,
+        )
+    if result.kept.get(dlq_admin.REDRIVE_UNVERIFIED):
+        typer.echo(
+            f"warning: {result.kept[dlq_admin.REDRIVE_UNVERIFIED]} messages belong to letters an interrupted redrive "
+            "may have put, and the stream cannot tell (older than its retention, or too much to read); they stay "
+            "in the queue: "
+            "check them (`streamkpi dlq peek`) and delete or resend them by hand.",
             err=True,
         )
     if result.incomplete:
         typer.echo(
             "warning: the scan may have missed messages; run again with a longer --visibility-timeout.", err=True
         )
-    if result.kept.get(dlq_admin.PUT_FAILED) or result.not_deleted:
+    unsettled = (dlq_admin.PUT_FAILED, dlq_admin.REDRIVE_PENDING, dlq_admin.REDRIVE_UNVERIFIED)
+    if any(result.kept.get(reason) for reason in unsettled):
         raise typer.Exit(1)
 
 

@@ -18,6 +18,7 @@ import orjson
 
 from aggregations.metrics import AGGREGATORS, BUILTIN_EVENTS_METRIC, MetricDef, MetricSet
 from aggregations.windows import Resolution, parse_duration_ms
+from consumer.bounds import DEFAULT_LIMITS, Limits, ValueChecks
 from consumer.validate import Rules
 
 
@@ -75,6 +76,7 @@ class AppConfig:
     sinks: tuple[SinkDef, ...] = ()
     routes: tuple[Route, ...] = ()
     schemas: dict[str, Any] = field(default_factory=dict)  # eventType -> JSON Schema (as written)
+    limits: Limits = DEFAULT_LIMITS  # the bounds on one record's cost (the STREAMKPI_MAX_* settings)
 
     @property
     def router(self) -> Router:
@@ -95,17 +97,17 @@ def default_config_text() -> str:
     return resources.files("streamkpi").joinpath("default_config.toml").read_text()
 
 
-def load_config(path: str | None) -> AppConfig:
+def load_config(path: str | None, limits: Limits = DEFAULT_LIMITS) -> AppConfig:
     if path is None:
-        return parse_config(default_config_text(), "built-in default config")
+        return parse_config(default_config_text(), "built-in default config", limits)
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read STREAMKPI_CONFIG={path}: {exc.strerror}; fix the path or unset it.") from None
-    return parse_config(text, path)
+    return parse_config(text, path, limits)
 
 
-def parse_config(text: str, source: str) -> AppConfig:
+def parse_config(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> AppConfig:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -131,8 +133,26 @@ def parse_config(text: str, source: str) -> AppConfig:
         known_types=frozenset(schemas),
         known_patterns=tuple(sorted(known_patterns)),
         schemas={t: _compile(t, schema, source) for t, schema in schemas.items()},
+        values=_value_checks(metrics, limits),
+        max_value_chars=limits.max_value_chars,
     )
-    return AppConfig(resolutions, metrics, rules, source, sinks, routes, schemas)
+    return AppConfig(resolutions, metrics, rules, source, sinks, routes, schemas, limits)
+
+
+def _value_checks(metrics: tuple[MetricDef, ...], limits: Limits) -> ValueChecks:
+    """What validation bounds, per metric: the values it groups by or counts as distinct (their length) and
+    the numbers it sums, minimises or maximises (their range). `eventType` is bounded by its own rule."""
+    entries = []
+    for metric in metrics:
+        groups = [tuple(path.split(".")) for path in metric.by]
+        if metric.agg == "distinct" and metric.field:
+            groups.append(tuple(metric.field.split(".")))
+        if limits.max_value_chars >= 128:
+            groups = [path for path in groups if path != ("eventType",)]
+        numbers = [tuple(metric.field.split("."))] if metric.field and metric.agg in ("sum", "min", "max") else []
+        if groups or numbers:
+            entries.append((metric.types, tuple(groups), tuple(numbers)))
+    return ValueChecks(tuple(entries))
 
 
 def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:

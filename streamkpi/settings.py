@@ -8,10 +8,13 @@ Precedence: process environment > env file written by `streamkpi local up` > def
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from consumer.bounds import Limits
 
 
 class SettingsError(ValueError):
@@ -80,6 +83,45 @@ class Settings:
     initial_position: str = _spec(
         "STREAMKPI_INITIAL_POSITION", "TRIM_HORIZON", "Where a new lease starts: TRIM_HORIZON or LATEST."
     )
+    max_depth: int = _spec(
+        "STREAMKPI_MAX_DEPTH", 128, "Deepest nesting of objects and arrays in one event; deeper is `too_deep`."
+    )
+    max_event_bytes: int = _spec(
+        "STREAMKPI_MAX_EVENT_BYTES", 65_536, "Largest event (its JSON, in bytes); larger is `too_large`."
+    )
+    max_value_chars: int = _spec(
+        "STREAMKPI_MAX_VALUE_CHARS",
+        512,
+        "Longest value a metric groups by or counts as distinct (characters); longer is `value_too_long`.",
+    )
+    max_events_per_record: int = _spec(
+        "STREAMKPI_MAX_EVENTS_PER_RECORD",
+        10_000,
+        "Most events (array elements, NDJSON lines) in one record; more is one `too_many_events` letter.",
+    )
+    max_letters_per_record: int = _spec(
+        "STREAMKPI_MAX_LETTERS_PER_RECORD",
+        100,
+        "Most dead letters one record makes; beyond, one `too_many_invalid` letter stands for the record.",
+    )
+    max_inflated_bytes: int = _spec(
+        "STREAMKPI_MAX_INFLATED_BYTES", 8_388_608, "Most bytes one gzip/zlib record may inflate to."
+    )
+    max_inflation_ratio: int = _spec(
+        "STREAMKPI_MAX_INFLATION_RATIO",
+        100,
+        "A compressed record may inflate to at most this times its size (64 KiB always); beyond is `too_large`.",
+    )
+    max_item_bytes: int = _spec(
+        "STREAMKPI_MAX_ITEM_BYTES",
+        262_144,
+        "Bytes of one window's stored partial; new groups past it count under `__other__` (DynamoDB: 400 KB).",
+    )
+    max_pending_bytes: int = _spec(
+        "STREAMKPI_MAX_PENDING_BYTES",
+        33_554_432,
+        "Dead letters and forwards held in memory before they are sent (mid-batch if need be).",
+    )
     java: str = _spec("STREAMKPI_JAVA", "java", "Java 17 executable for the KCL MultiLangDaemon.")
     log_level: str = _spec("STREAMKPI_LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr.")
 
@@ -127,6 +169,25 @@ class Settings:
             if not getattr(self, name) > 0:  # also refuses NaN, which would never come due
                 env = next(f.metadata["env"] for f in fields(self) if f.name == name)
                 raise SettingsError(f"{env} must be a positive number of seconds.")
+        for name, low, high in _LIMIT_RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+                raise SettingsError(f"{env}={value}: use a whole number from {low:,} to {high:,}.")
+
+    def limits(self) -> Limits:
+        """The bounds on one record's cost (consumer/bounds.py), from the STREAMKPI_MAX_* settings."""
+        return Limits(
+            max_depth=self.max_depth,
+            max_event_bytes=self.max_event_bytes,
+            max_value_chars=self.max_value_chars,
+            max_events_per_record=self.max_events_per_record,
+            max_letters_per_record=self.max_letters_per_record,
+            max_inflated_bytes=self.max_inflated_bytes,
+            max_inflation_ratio=self.max_inflation_ratio,
+            max_item_bytes=self.max_item_bytes,
+            max_pending_bytes=self.max_pending_bytes,
+        )
 
     def aws_client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"region_name": self.region}
@@ -140,6 +201,21 @@ class Settings:
         if self.kinesis_endpoint_url:
             kwargs["endpoint_url"] = self.kinesis_endpoint_url
         return kwargs
+
+
+# (setting, lowest, highest): orjson writes 254 levels; a Firehose record holds 1,000 KiB; a DynamoDB
+# item 400 KB with its keys; a Kinesis record 1 MiB, so more than 1 Mi events or letters cannot come.
+_LIMIT_RANGES = (
+    ("max_depth", 2, 254),
+    ("max_event_bytes", 1_024, 1_000 * 1024 - 1),
+    ("max_value_chars", 16, 65_536),
+    ("max_events_per_record", 1, 1_048_576),
+    ("max_letters_per_record", 1, 1_048_576),
+    ("max_inflated_bytes", 1_024, 256 * 1_048_576),
+    ("max_inflation_ratio", 1, 100_000),
+    ("max_item_bytes", 16_384, 350_000),
+    ("max_pending_bytes", 1_048_576, 4 * 1024 * 1_048_576),
+)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -165,6 +241,33 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
     body += "".join(f"{k}={v}\n" for k, v in values.items())
     tmp.write_text(body)
     tmp.replace(path)
+
+
+def redact_url(value: str) -> str:
+    """`value` with the credentials of a URL replaced by `***`, for printing; anything else unchanged.
+
+    The password goes (`redis://:***@host:6379/0`, `rediss://user:***@host`); a user without a password
+    may itself be a token, so it goes too (`https://***@host`). Query parameters named like a secret
+    (`?password=***`) go as well. Everything before the last `@` counts as credentials, so a password
+    with an unescaped `/`, `?`, `#` or `@` (which a URL parser would split elsewhere) is hidden too."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    userinfo, at, rest = rest.rpartition("@")
+    credentials = ""
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        if not colon:
+            credentials = "***@"  # a lone user may be a token
+        elif any(c in user for c in "/?#"):
+            credentials = ":***@"  # not a user name: the URL is malformed, show nothing of it
+        else:
+            credentials = f"{user}:***@"
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    return f"{scheme}://{credentials}{rest[:end]}" + _SECRET_PARAM.sub(r"\1***", rest[end:])
+
+
+_SECRET_PARAM = re.compile(r"([?&;][^=&;#]*(?:password|passwd|pwd|secret|token)[^=&;#]*=)[^&;#]*", re.I)
 
 
 def settings_table_markdown() -> str:

@@ -1,6 +1,7 @@
-"""DLQ operations (consumer/dlq_admin.py and `streamkpi dlq ...`) against moto in-process:
-stats and peek count and show without deleting; redrive puts what now validates back into the
-stream (same bytes, same partition key) and deletes only that; --dry-run changes nothing."""
+"""DLQ operations (consumer/dlq_admin.py, consumer/redrive.py and `streamkpi dlq ...`) against moto
+in-process: stats and peek count and show without deleting; redrive puts what now validates back into
+the stream (same bytes, same partition key) and deletes only that, each letter once across runs and
+crashes; --dry-run changes nothing; a payload is read only from the DLQ's bucket and prefix."""
 
 from __future__ import annotations
 
@@ -16,15 +17,29 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from typer.testing import CliRunner
 
 from consumer import dlq_admin
-from consumer.dlq import DeadLetter, SqsDeadLetterQueue, s3_key
+from consumer import redrive as redrive_mod
+from consumer.dlq import (
+    MAX_PAYLOAD_BYTES,
+    DeadLetter,
+    PayloadUnavailableError,
+    SqsDeadLetterQueue,
+    dlq_message,
+    letter_payload,
+    s3_key,
+)
+from consumer.redrive_dynamodb import DynamoDbRedriveLedger
+from consumer.redrive_ledger import DEFAULT_TIMING, new_entry, shards_for_key
 from consumer.validate import Rules
 from streamkpi.cli import app
+from streamkpi.resources import ensure_table
 from tests.functional.moto_aws import read_stream
+from tests.unit.test_redrive_ledger import check_ledger_conditions
 
-QUEUE, BUCKET, STREAM = "dlq", "archive", "events"
+QUEUE, BUCKET, STREAM, TABLE = "dlq", "archive", "events", "metrics"
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000)
 
 
@@ -59,7 +74,8 @@ NOW_VALID = [
     letter(0, "in_future", orjson.dumps(event(userId="u0"))),
     letter(1, "unknown_type", orjson.dumps(event("user.created", userId="u1")), partition_key="user-1"),
     letter(2, "in_future", gzip.compress(orjson.dumps(event()) + b"\n" + orjson.dumps(event("user.verified")))),
-    letter(3, "in_future", orjson.dumps(event(data={"blob": "b" * 300_000}))),  # in S3
+    # In S3 (over 250 kB): five events, each under the worker's bound on one event's bytes.
+    letter(3, "in_future", b"\n".join(orjson.dumps(event(data={"blob": "b" * 60_000})) for _ in range(5))),
 ]
 # ... and payloads that still fail.
 STILL_INVALID = [
@@ -82,7 +98,10 @@ def aws(moto: None) -> dict[str, Any]:
     url = sqs.create_queue(QueueName=QUEUE, Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
     s3.create_bucket(Bucket=BUCKET)
     kinesis.create_stream(StreamName=STREAM, ShardCount=2)
-    return {"sqs": sqs, "s3": s3, "kinesis": kinesis, "url": url}
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    ensure_table(dynamodb, TABLE, [("pk", "S", "HASH"), ("sk", "S", "RANGE")], "expires_at")
+    ledger = DynamoDbRedriveLedger(dynamodb, TABLE)
+    return {"sqs": sqs, "s3": s3, "kinesis": kinesis, "url": url, "dynamodb": dynamodb, "ledger": ledger}
 
 
 def fill(aws: dict[str, Any], letters: list[DeadLetter]) -> None:
@@ -106,19 +125,24 @@ def stream_records(kinesis: Any, stream: str = STREAM) -> list[tuple[bytes, str]
     return [(r["data"], r["key"]) for r in read_stream(kinesis, stream)]
 
 
-def redrive(aws: dict[str, Any], **kwargs: Any) -> dlq_admin.RedriveResult:
-    return dlq_admin.redrive(
-        aws["sqs"],
-        aws["s3"],
-        kwargs.pop("kinesis", aws["kinesis"]),
-        aws["url"],
-        kwargs.pop("stream", STREAM),
-        kwargs.pop("rules", SCHEMA_RULES),
+def wall_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def redrive(aws: dict[str, Any], **kwargs: Any) -> redrive_mod.RedriveResult:
+    context = redrive_mod.Context(
+        kinesis=kwargs.pop("kinesis", aws["kinesis"]),
+        stream=kwargs.pop("stream", STREAM),
+        rules=kwargs.pop("rules", SCHEMA_RULES),
+        ledger=kwargs.pop("ledger", aws["ledger"]),
+        s3=aws["s3"],
+        bucket=kwargs.pop("bucket", BUCKET),
         now_ms=lambda: NOW_MS,
-        wait_seconds=0,
+        clock_ms=kwargs.pop("clock_ms", wall_ms),
         sleep=lambda s: None,
-        **kwargs,
+        attempts=kwargs.pop("attempts", 5),
     )
+    return redrive_mod.redrive(aws["sqs"], aws["url"], context, wait_seconds=0, **kwargs)
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
@@ -200,12 +224,13 @@ def test_stats_notices_messages_it_could_not_see(aws: dict[str, Any]) -> None:
 
 def test_peek_shows_n_with_previews_and_deletes_none(aws: dict[str, Any]) -> None:
     fill(aws, [NOW_VALID[3], STILL_INVALID[1], STILL_INVALID[0], NOW_VALID[0]])
-    rows = dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 3, wait_seconds=0)
+    rows = dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 3, wait_seconds=0, bucket=BUCKET)
     assert len(rows) == 3
     assert len({row["messageId"] for row in rows}) == 3
     assert visible(aws) == 4
     assert sum(queued_ids(aws).values()) == 4
-    all_rows = {row["id"]: row for row in dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 10, wait_seconds=0)}
+    rows = dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 10, wait_seconds=0, bucket=BUCKET)
+    all_rows = {row["id"]: row for row in rows}
     assert len(all_rows) == 4
     big = all_rows[NOW_VALID[3].identity]
     assert big["payloadS3"] == {"bucket": BUCKET, "key": s3_key(NOW_VALID[3]), "bytes": len(NOW_VALID[3].payload)}
@@ -260,8 +285,8 @@ class RefusingKinesis:
         self.kinesis, self.keys, self.refuse_calls = kinesis, keys, refuse_calls
         self.calls: list[list[str]] = []
 
-    def describe_stream_summary(self, **kwargs: Any) -> Any:
-        return self.kinesis.describe_stream_summary(**kwargs)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kinesis, name)
 
     def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append([r["PartitionKey"] for r in Records])
@@ -293,6 +318,11 @@ def test_letters_kinesis_keeps_refusing_stay_in_the_queue(aws: dict[str, Any]) -
     assert result.kept == {dlq_admin.PUT_FAILED: 2}
     assert queued_ids(aws) == Counter({NOW_VALID[0].identity: 1, NOW_VALID[2].identity: 1})
     assert sorted(pk for _, pk in stream_records(aws["kinesis"])) == ["pk-3", "user-1"]
+    # Surely not in the stream: their ledger entries are gone, so the next run puts them at once.
+    assert aws["ledger"].get(STREAM, [NOW_VALID[0].identity, NOW_VALID[2].identity]) == {}
+    again = redrive(aws)
+    assert again.redriven == 2 and again.kept == {}
+    assert Counter(stream_records(aws["kinesis"])) == Counter((lt.payload, lt.partition_key) for lt in NOW_VALID)
 
 
 def test_a_missing_stream_is_an_error_that_says_what_to_do(aws: dict[str, Any]) -> None:
@@ -307,6 +337,305 @@ def test_a_missing_queue_is_an_error_that_says_what_to_do(aws: dict[str, Any]) -
         dlq_admin.resolve_queue(aws["sqs"], "no-such-queue")
 
 
+# -- exactly once across runs and crashes ---------------------------------------------------------
+
+SETTLED_MS = DEFAULT_TIMING.put_window_ms + DEFAULT_TIMING.settle_ms
+
+
+class Clock:
+    """The ledger's clock: the real time (moto stamps records with it) plus what a test skips ahead."""
+
+    def __init__(self) -> None:
+        self.skipped_ms = 0
+
+    def __call__(self) -> int:
+        return wall_ms() + self.skipped_ms
+
+    def skip(self, ms: int) -> None:
+        self.skipped_ms += ms
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after it runs (`finally` blocks aside, which is what SQS's visibility
+    timeout does for a dead process anyway: the messages come back)."""
+
+
+class CrashingLedger:
+    """The real ledger, but the process dies at the first call of `method`."""
+
+    def __init__(self, ledger: Any, method: str) -> None:
+        self.ledger, self.method = ledger, method
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self.method:
+            raise Crash(name)
+        return getattr(self.ledger, name)
+
+
+class FlakyKinesis:
+    """moto's Kinesis with one put_records call going wrong: `before` dies before sending, `first_only`
+    sends only the first record and dies, `timeout` sends everything and then times out."""
+
+    def __init__(self, kinesis: Any, mode: str) -> None:
+        self.kinesis, self.mode, self.calls = kinesis, mode, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kinesis, name)
+
+    def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls > 1:
+            return self.kinesis.put_records(StreamName=StreamName, Records=Records)
+        if self.mode == "before":
+            raise Crash("before the put")
+        if self.mode == "first_only":
+            self.kinesis.put_records(StreamName=StreamName, Records=Records[:1])
+            raise Crash("after the first record")
+        self.kinesis.put_records(StreamName=StreamName, Records=Records)
+        raise ReadTimeoutError(endpoint_url="https://kinesis")
+
+
+def once_each(letters: list[DeadLetter]) -> Counter[tuple[bytes, str]]:
+    return Counter((lt.payload, lt.partition_key) for lt in letters)
+
+
+def test_redrive_three_times_counts_each_letter_once(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID + STILL_INVALID + [NOW_VALID[0]])  # one letter twice in the queue
+    first = redrive(aws)
+    assert (first.redriven, first.duplicates, first.deleted) == (4, 1, 5)
+    # The worker crashes and sends some letters again (the DLQ is at least once) after they were redriven.
+    fill(aws, [NOW_VALID[0], NOW_VALID[3]])
+    second = redrive(aws)
+    assert (second.redriven, second.duplicates, second.deleted) == (0, 2, 2)
+    fill(aws, [NOW_VALID[1], NOW_VALID[1]])
+    third = redrive(aws)
+    assert (third.redriven, third.duplicates, third.deleted) == (0, 2, 2)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert queued_ids(aws) == Counter({lt.identity: 1 for lt in STILL_INVALID})
+    entries = aws["ledger"].get(STREAM, [lt.identity for lt in NOW_VALID + STILL_INVALID])
+    assert set(entries) == {lt.identity for lt in NOW_VALID}
+    assert all(e.done and e.sequence_number for e in entries.values())
+
+
+def test_a_crash_after_the_put_before_the_ledger_says_done_puts_nothing_again(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    clock = Clock()
+    with pytest.raises(Crash):
+        redrive(aws, ledger=CrashingLedger(aws["ledger"], "claim"), clock_ms=clock)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert sum(queued_ids(aws).values()) == len(NOW_VALID)  # nothing deleted
+    # Right away, the crashed run might still be putting: nothing is done, and the result says when.
+    early = redrive(aws, clock_ms=clock)
+    assert early.kept == {dlq_admin.REDRIVE_PENDING: len(NOW_VALID)}
+    assert early.retry_after_ms is not None and early.retry_after_ms > clock()
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven, later.deleted, later.kept) == (len(NOW_VALID), 0, len(NOW_VALID), {})
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert visible(aws) == 0
+    entries = aws["ledger"].get(STREAM, [lt.identity for lt in NOW_VALID])
+    assert all(e.done for e in entries.values()) and len(entries) == len(NOW_VALID)
+
+
+def test_a_crash_between_the_ledger_and_the_put_loses_nothing(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    clock = Clock()
+    with pytest.raises(Crash):
+        redrive(aws, kinesis=FlakyKinesis(aws["kinesis"], "before"), clock_ms=clock)
+    assert stream_records(aws["kinesis"]) == []
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven, later.kept) == (0, len(NOW_VALID), {})
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert visible(aws) == 0
+
+
+def test_letters_with_the_same_bytes_and_key_each_count_once(aws: dict[str, Any]) -> None:
+    """A producer's retry: two letters, one payload, one key. One was put before the crash; the record
+    found in the stream can stand for one of them only."""
+    twins = [letter(n, "in_future", orjson.dumps(event(userId="twin")), partition_key="twin") for n in (40, 41)]
+    fill(aws, twins)
+    clock = Clock()
+    with pytest.raises(Crash):
+        redrive(aws, kinesis=FlakyKinesis(aws["kinesis"], "first_only"), clock_ms=clock)
+    assert len(stream_records(aws["kinesis"])) == 1
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven) == (1, 1)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(twins)  # the same record twice, one per letter
+    assert visible(aws) == 0
+
+
+def test_a_record_another_letter_put_does_not_stand_for_a_twin_put_a_minute_later(aws: dict[str, Any]) -> None:
+    twins = [letter(n, "in_future", orjson.dumps(event(userId="twin")), partition_key="twin") for n in (42, 43)]
+    fill(aws, twins[:1])
+    clock = Clock()
+    assert redrive(aws, clock_ms=clock).redriven == 1  # claimed its record
+    fill(aws, twins[1:])
+    with pytest.raises(Crash):
+        redrive(aws, kinesis=FlakyKinesis(aws["kinesis"], "before"), clock_ms=clock)
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven) == (0, 1)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(twins)
+
+
+def test_the_record_a_letter_came_from_is_not_taken_for_its_put(aws: dict[str, Any]) -> None:
+    payload = orjson.dumps(event(userId="u9"))
+    original = aws["kinesis"].put_record(StreamName=STREAM, Data=payload, PartitionKey="u9")
+    own = dataclasses.replace(
+        BASE, shard_id=original["ShardId"], sequence_number=original["SequenceNumber"], partition_key="u9"
+    )
+    own = dataclasses.replace(own, payload=payload)
+    fill(aws, [own])
+    clock = Clock()
+    with pytest.raises(Crash):
+        redrive(aws, kinesis=FlakyKinesis(aws["kinesis"], "before"), clock_ms=clock)
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven) == (0, 1)
+    assert stream_records(aws["kinesis"]) == [(payload, "u9"), (payload, "u9")]
+
+
+def test_a_put_whose_outcome_is_unknown_is_never_sent_again_blindly(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    clock = Clock()
+    first = redrive(aws, kinesis=FlakyKinesis(aws["kinesis"], "timeout"), clock_ms=clock)
+    assert first.redriven == 0 and first.kept == {dlq_admin.REDRIVE_PENDING: len(NOW_VALID)}
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven) == (len(NOW_VALID), 0)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert visible(aws) == 0
+
+
+def test_a_letter_another_run_holds_is_left_to_it(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID[:2])
+    other = new_entry(STREAM, NOW_VALID[0].identity, "other-run", wall_ms(), "pk-0", NOW_VALID[0].payload)
+    assert aws["ledger"].begin(other)
+    assert not aws["ledger"].begin(other)  # the condition: one run per letter
+    result = redrive(aws)
+    assert result.redriven == 1 and result.kept == {dlq_admin.REDRIVE_PENDING: 1}
+    assert stream_records(aws["kinesis"]) == [(NOW_VALID[1].payload, NOW_VALID[1].partition_key)]
+    assert queued_ids(aws) == Counter({NOW_VALID[0].identity: 1})
+
+
+def test_a_pending_letter_older_than_the_stream_retention_is_kept_unverified(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID[:1])
+    old = new_entry(STREAM, NOW_VALID[0].identity, "old-run", wall_ms() - 25 * 3_600_000, "pk-0", b"x")
+    assert aws["ledger"].begin(old)
+    result = redrive(aws)
+    assert result.kept == {dlq_admin.REDRIVE_UNVERIFIED: 1} and result.redriven == 0
+    assert stream_records(aws["kinesis"]) == []
+    assert visible(aws) == 1
+
+
+def test_dry_run_reads_the_ledger_and_writes_nothing(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    redrive(aws)
+    fill(aws, NOW_VALID[:2])
+    dry = redrive(aws, dry_run=True)
+    assert (dry.redriven, dry.duplicates, dry.deleted) == (0, 2, 0)
+    assert visible(aws) == 2
+    assert len(stream_records(aws["kinesis"])) == len(NOW_VALID)
+
+
+def test_the_ledger_is_invisible_to_the_aggregate_store(aws: dict[str, Any]) -> None:
+    """Ledger items live in the metrics table: every read of the aggregates (query, reset, rebuild go
+    through DynamoDBStore.read/load/delete) must not see them."""
+    from aggregations.dynamodb_store import DynamoDBStore, make_model
+    from aggregations.partials import StoredPartial
+    from aggregations.windows import DEFAULT_RESOLUTIONS
+
+    fill(aws, NOW_VALID)
+    redrive(aws)
+    store = DynamoDBStore(make_model(TABLE, "us-east-1", None), DEFAULT_RESOLUTIONS)
+    minute = DEFAULT_RESOLUTIONS[0]
+    start = minute.start(NOW_MS)
+    partial = StoredPartial(minute.name, start, "shardId-000000000000", "1", {})
+    assert store.write([partial]) == []
+    items = aws["dynamodb"].scan(TableName=TABLE)["Items"]
+    assert sum(i["pk"]["S"].startswith("redrive#") for i in items) == 2 * len(NOW_VALID)  # entries and claims
+    for resolution in DEFAULT_RESOLUTIONS:
+        starts = [resolution.start(NOW_MS) + k * resolution.size_ms for k in range(-3, 3)]
+        expected = {start: [partial]} if resolution is minute else {}
+        assert store.read(resolution.name, starts) == expected
+    assert store.load("shardId-000000000000", [(minute.name, start)]) == {(minute.name, start): partial}
+    assert store.delete(minute.name, [start]) == 1
+    assert sum(i["pk"]["S"].startswith("redrive#") for i in aws["dynamodb"].scan(TableName=TABLE)["Items"]) == 8
+
+
+def test_the_dynamodb_ledger_keeps_the_ledger_contract(aws: dict[str, Any]) -> None:
+    check_ledger_conditions(aws["ledger"])
+
+
+def test_shards_for_key_finds_where_kinesis_put_the_record(aws: dict[str, Any]) -> None:
+    shards = aws["kinesis"].list_shards(StreamName=STREAM)["Shards"]
+    for n in range(20):
+        key = f"user-{n}"
+        put = aws["kinesis"].put_record(StreamName=STREAM, Data=b"{}", PartitionKey=key)
+        assert shards_for_key(shards, key) == [put["ShardId"]]
+
+
+# -- where a payload may be read from -------------------------------------------------------------
+
+
+def test_a_pointer_out_of_the_dlq_bucket_or_prefix_is_not_followed(aws: dict[str, Any]) -> None:
+    aws["s3"].create_bucket(Bucket="secrets")
+    aws["s3"].put_object(Bucket="secrets", Key="dlq/token", Body=orjson.dumps(event()))
+    aws["s3"].put_object(Bucket=BUCKET, Key="2026/01/01/00/archive", Body=orjson.dumps(event()))
+    bodies = [
+        dlq_message(letter(50, "in_future", b""), {"bucket": "secrets", "key": "dlq/token"}),
+        dlq_message(letter(51, "in_future", b""), {"bucket": BUCKET, "key": "2026/01/01/00/archive"}),
+    ]
+    for body in bodies:
+        aws["sqs"].send_message(QueueUrl=aws["url"], MessageBody=orjson.dumps(body).decode())
+        with pytest.raises(PayloadUnavailableError, match="not read"):
+            letter_payload(body, aws["s3"], bucket=BUCKET)
+    result = redrive(aws)
+    assert result.kept == {dlq_admin.PAYLOAD_UNAVAILABLE: 2} and stream_records(aws["kinesis"]) == []
+    rows = dlq_admin.peek(aws["sqs"], aws["s3"], aws["url"], 10, wait_seconds=0, bucket=BUCKET)
+    assert all(row["preview"].startswith("<payload unavailable:") for row in rows)
+
+
+class SpyS3:
+    """moto's S3, remembering how much of each object body was read."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+        self.read: list[int | None] = []
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        reply: dict[str, Any] = self.s3.get_object(**kwargs)
+        body, spy = reply["Body"], self
+
+        class Body:
+            def read(self, amount: int | None = None) -> bytes:
+                spy.read.append(amount)
+                return body.read(amount)
+
+            def close(self) -> None:
+                body.close()
+
+        return reply | {"Body": Body()}
+
+
+def test_a_huge_payload_object_is_refused_before_it_is_read(aws: dict[str, Any]) -> None:
+    huge = b"x" * (MAX_PAYLOAD_BYTES + 1)
+    aws["s3"].put_object(Bucket=BUCKET, Key="dlq/events/huge", Body=huge)
+    body = dlq_message(letter(60, "too_large", b""), {"bucket": BUCKET, "key": "dlq/events/huge"})
+    spy = SpyS3(aws["s3"])
+    with pytest.raises(PayloadUnavailableError, match=f"more than {MAX_PAYLOAD_BYTES}"):
+        letter_payload(body, spy, bucket=BUCKET)
+    assert spy.read == []  # refused on ContentLength
+    aws["s3"].put_object(Bucket=BUCKET, Key="dlq/events/fits", Body=b"y" * 1000)
+    fits = dlq_message(letter(61, "too_large", b""), {"bucket": BUCKET, "key": "dlq/events/fits"})
+    assert letter_payload(fits, spy, bucket=BUCKET, max_bytes=1000) == b"y" * 1000
+    assert spy.read == [1001]  # never more than the bound (+1 to notice a longer body)
+    with pytest.raises(PayloadUnavailableError, match="more than 999"):
+        letter_payload(fits, spy, bucket=BUCKET, max_bytes=999)
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 
@@ -317,6 +646,7 @@ def cli(aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("STREAMKPI_DLQ_QUEUE", QUEUE)
     monkeypatch.setenv("STREAMKPI_STREAM", STREAM)
     monkeypatch.setenv("STREAMKPI_ARCHIVE_BUCKET", BUCKET)
+    monkeypatch.setenv("STREAMKPI_METRICS_TABLE", TABLE)
     monkeypatch.delenv("STREAMKPI_CONFIG", raising=False)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

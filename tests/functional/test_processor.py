@@ -249,6 +249,13 @@ def test_health_is_reported_per_shard_after_flushes_and_checkpoints() -> None:
     daemon.close()
 
 
+def nested(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 STRICT = parse_config(default_config_text().replace("strict_types = false", "strict_types = true"), "strict")
 EVERY_REASON = {
     "not_utf8": b'{"eventType": "click", "x": "\xe9"}',
@@ -263,6 +270,13 @@ EVERY_REASON = {
     "unknown_type": orjson.dumps(event("mystery.thing")),
     "too_large": gzip.compress(b" " * (9 * 1024 * 1024) + b"{}"),
     "bad_compression": gzip.compress(orjson.dumps(event()))[:-12],
+    "too_deep": orjson.dumps(event("click", data=nested(140))),
+    "value_too_long": orjson.dumps(event("page.view", path="/" + "p" * 600)),
+    "number_out_of_range": orjson.dumps(
+        event("donation.made", data={"amount": 1e22, "currency": "GBP", "charityId": "c"})
+    ),
+    "too_many_events": b"[" + b",".join([orjson.dumps(event("click"))] * 10_001) + b"]",
+    "too_many_invalid": b"\n".join([orjson.dumps(event("click"))] + [b"1"] * 101),
 }
 
 
@@ -282,40 +296,44 @@ def test_each_reason_code_reaches_the_dlq_with_its_payload_before_the_checkpoint
     daemon.close()
 
 
-def nested(levels: int) -> dict:
-    value: dict = {"leaf": 1}
-    for _ in range(levels - 1):
-        value = {"a": value}
-    return value
-
-
-def test_an_event_nested_too_deep_to_forward_goes_to_the_dlq_alone() -> None:
+def test_an_event_nested_too_deep_goes_to_the_dlq_alone_with_its_own_json() -> None:
     rig = Rig()
     daemon = rig.start()
-    deep = event("click", data=nested(300))  # orjson reads it but cannot write it
-    text = b'[%s,{"eventType":"click","timestamp":%d,"data":%s}]' % (
-        orjson.dumps(event("scroll")),
-        deep["timestamp"],
+    # 300 levels: orjson reads it but cannot write it; the letter holds it all the same, and only it.
+    deep = b'{"eventType":"click","timestamp":%d,"data":%s}' % (
+        event("click")["timestamp"],
         b'{"a":' * 299 + b'{"leaf":1}' + b"}" * 299,
     )
+    text = b"[%s,%s]" % (orjson.dumps(event("scroll")), deep)
     daemon.records([record(text, 1)])
     letters = [(letter.reason, letter.identity, letter.detail) for letter in rig.dlq.letters]
-    detail = "event nested deeper than 254 levels: no forward sink can take its JSON"
-    assert letters == [("too_large", "shardId-000000000000/1/0/1", detail)]
-    assert rig.dlq.letters[0].payload == text  # the whole record: nothing is lost
+    assert letters == [("too_deep", "shardId-000000000000/1/0/1", "objects and arrays nest deeper than 128 levels")]
+    assert rig.dlq.letters[0].payload == deep  # its own bytes, never its counted sibling
     assert rig.counts(rig.durable) == {"scroll": 1}
     assert [orjson.loads(data)["eventType"] for _, data in rig.sink.events] == ["scroll"]  # not the whole array
     assert daemon.checkpoints == [("1", 0)]
     daemon.close()
 
 
-def test_a_line_too_large_as_sent_but_not_as_compact_json_is_forwarded_compact() -> None:
+def test_a_line_over_the_event_bound_is_too_large_alone_and_its_sibling_counts() -> None:
     rig = Rig()
     daemon = rig.start()
-    padded = orjson.dumps(event("click")).replace(b",", b"," + b" " * 1_100_000, 1)  # one line, > 1,000 KiB
+    padded = orjson.dumps(event("click")).replace(b",", b"," + b" " * 70_000, 1)  # one line of 70 KB
     ndjson = padded + b"\n" + orjson.dumps(event("scroll"))
-    daemon.records([record(gzip.compress(ndjson), 1)])
+    daemon.records([record(ndjson, 1)])
+    assert [(letter.reason, letter.identity, letter.payload) for letter in rig.dlq.letters] == [
+        ("too_large", "shardId-000000000000/1/0/0", padded)
+    ]
+    assert rig.counts(rig.durable) == {"scroll": 1}
+    assert [data for _, data in rig.sink.events] == [orjson.dumps(event("scroll"))]
+    daemon.close()
+
+
+def test_a_line_with_a_carriage_return_inside_is_forwarded_as_compact_json() -> None:
+    rig = Rig()
+    daemon = rig.start()
+    spaced = orjson.dumps(event("click")).replace(b",", b",\r ", 1)  # CR inside a line: not forwarded as sent
+    daemon.records([record(spaced + b"\n" + orjson.dumps(event("scroll")), 1)])
     assert rig.dlq.letters == []
-    assert rig.counts(rig.durable) == {"click": 1, "scroll": 1}
-    assert [data for _, data in rig.sink.events] == [orjson.dumps(orjson.loads(padded)), orjson.dumps(event("scroll"))]
+    assert [data for _, data in rig.sink.events] == [orjson.dumps(orjson.loads(spaced)), orjson.dumps(event("scroll"))]
     daemon.close()

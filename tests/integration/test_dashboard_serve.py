@@ -123,6 +123,80 @@ def test_a_busy_port_is_a_clear_error() -> None:
             make_server(port, SnapshotHolder())
 
 
+def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `data` as it is (no Host added), read the response until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_only_requests_for_this_server_are_answered(served: tuple[DashboardServer, SnapshotHolder]) -> None:
+    server, holder = served
+    port = server.server_address[1]
+    holder.write(orjson.dumps(known_snapshot(int(time.time() * 1000))))
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}", "127.0.0.1"):
+        status, _, body = raw_request(
+            port, f"GET /snapshot.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert status == 200 and body.startswith(b"{"), host
+    # DNS rebinding: a page of evil.example, its name now resolving to 127.0.0.1, must not read the snapshot.
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", f"127.0.0.1.evil.example:{port}"):
+        status, headers, body = raw_request(port, f"GET /snapshot.json HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status == 421 and b"generatedAtMs" not in body, host
+        assert headers["connection"] == "close"
+    no_host = raw_request(port, b"GET /snapshot.json HTTP/1.1\r\nConnection: close\r\n\r\n")
+    two_hosts = raw_request(port, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n".encode())
+    assert no_host[0] == two_hosts[0] == 400
+
+
+def test_error_responses_carry_the_security_headers(served: tuple[DashboardServer, SnapshotHolder]) -> None:
+    server, _ = served
+    port = server.server_address[1]
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    responses = {
+        "404": request(port, "GET", "/nothing"),
+        "405": request(port, "POST", "/snapshot.json"),
+        "503": request(port, "GET", "/snapshot.json"),
+        "501": raw_request(port, f"BREW /pot HTTP/1.1\r\n{host}\r\n".encode()),
+        "400": raw_request(port, b"GET / x HTTP/1.1\r\n\r\n"),
+        "400 garbled": raw_request(port, b"GET\r\n\r\n"),
+        "400 version": raw_request(port, b"GET / HTTP/one\r\n\r\n"),
+        "505": raw_request(port, f"GET / HTTP/7.0\r\n{host}\r\n".encode()),
+        "421": raw_request(port, b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n"),
+    }
+    for name, (status, headers, _) in responses.items():
+        assert str(status) == name.split()[0], (name, status)
+        assert headers["x-content-type-options"] == "nosniff", name
+        assert headers["referrer-policy"] == "no-referrer", name
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], name
+    status, headers, _ = request(port, "GET", "/")
+    assert status == 200 and list(headers).count("x-content-type-options") == 1
+
+
+def test_a_silent_client_is_disconnected_after_the_timeout() -> None:
+    server = make_server(0, SnapshotHolder(), timeout=0.3)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        for sent in (b"", b"GET / HTTP/1.1\r\n"):  # nothing at all, or a request that never ends
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(sent)
+                started = time.monotonic()
+                assert sock.recv(1) == b""  # blocks until the server closes (10 s and it raises)
+                assert time.monotonic() - started < 5, sent
+        assert request(port, "GET", "/healthz")[0] == 200  # and the server still answers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def listening_addresses(port: int) -> set[str]:
     """Local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6)."""
     found = set()

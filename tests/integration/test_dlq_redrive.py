@@ -1,4 +1,5 @@
-"""`streamkpi dlq redrive` after a schema fix, with the real daemon: fixed records come back and count."""
+"""`streamkpi dlq redrive` after a schema fix, with the real daemon: fixed records come back and count,
+once each, however many copies of a letter the queue holds and however often redrive runs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,35 @@ pytestmark = pytest.mark.integration
 TOO_STRICT = default_config_text().replace(
     'amount = { type = "number", minimum = 0 }', 'amount = { type = "number", minimum = 0, maximum = 20 }'
 )
+
+
+def letter_bodies(stack: Stack, ids: set[str]) -> dict[str, str]:
+    """The message bodies of these letters (read without deleting; every message visible again after)."""
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
+    bodies: dict[str, str] = {}
+    handles: list[str] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300).get(
+        "Messages", []
+    ):
+        for message in messages:
+            handles.append(message["ReceiptHandle"])
+            letter_id = json.loads(message["Body"])["id"]
+            if letter_id in ids:
+                bodies[letter_id] = message["Body"]
+    for start in range(0, len(handles), 10):
+        chunk = handles[start : start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)]
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+    return bodies
+
+
+def send_again(stack: Stack, bodies: dict[str, str]) -> None:
+    """What a worker does after a crash before its checkpoint: the same letters once more (at least once)."""
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
+    for body in bodies.values():
+        sqs.send_message(QueueUrl=url, MessageBody=body)
 
 
 def test_redrive_after_a_schema_fix_moves_exactly_the_fixed_records_back(
@@ -50,11 +80,23 @@ def test_redrive_after_a_schema_fix_moves_exactly_the_fixed_records_back(
     ) - len(schema_rejects)
     assert worker.stop(signal.SIGTERM) == 0
 
+    # The worker sent some letters twice (a crash before its checkpoint) ...
+    twice = letter_bodies(s, set(sorted(schema_rejects)[: max(1, len(schema_rejects) // 2)]))
+    assert twice
+    send_again(s, twice)
     fixed_stack = Stack(s.settings, {**s.env, "STREAMKPI_CONFIG": str(fixed)})
     dry = cli(fixed_stack, "dlq", "redrive", "--dry-run")
     assert f"would redrive {len(schema_rejects)} letters" in dry.stdout
     done = cli(fixed_stack, "dlq", "redrive")
     assert f"redriven {len(schema_rejects)} letters" in done.stdout
+    assert f"{len(twice)} of them duplicates" in done.stdout
+    redriven = last_sequence_per_shard(s)
+    # ... and again after they were redriven: each later run deletes them and puts nothing.
+    for _ in range(2):
+        send_again(s, twice)
+        summary = json.loads(cli(fixed_stack, "dlq", "redrive", "--format", "json").stdout)
+        assert (summary["redriven"], summary["duplicates"], summary["deleted"]) == (0, len(twice), len(twice))
+    assert last_sequence_per_shard(s) == redriven  # nothing more went into the stream
 
     restarted = start_worker(fixed_stack)
     wait_for(lambda: stored_counts(s, "dynamodb", from_ms, to_ms) == expected, 120, "redriven donations counted")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.bounds import Limits
 from consumer.decode import (
     DEFAULT_MAX_INFLATED_BYTES,
     GZIP_MAGIC,
@@ -220,7 +221,7 @@ def test_decompression_bomb_is_too_large() -> None:
 
 def test_gzip_bomb_is_too_large_with_a_small_cap() -> None:
     bomb = gzip.compress(b"\0" * 1_000_000)
-    rejection = only_rejection(decode_record(bomb, max_inflated_bytes=64 * 1024))
+    rejection = only_rejection(decode_record(bomb, Limits(max_inflated_bytes=64 * 1024, max_inflation_ratio=100_000)))
     assert rejection.reason is Reason.TOO_LARGE
 
 

@@ -138,7 +138,10 @@ def run_shard(shard_id: str, records: list[InRecord], data: st.DataObject, durab
     while True:
         clock = Clock()
         cadence = Cadence(redis_flush_seconds=1, dynamodb_flush_seconds=5, checkpoint_seconds=5, store_retry_seconds=0)
-        worker = ShardWorker(shard_id, "s", CONFIG, durable, hot, dlq, cadence, clock, clock.sleep)
+        # The wall clock near the events, so Redis still keeps their windows (it skips expired ones).
+        worker = ShardWorker(
+            shard_id, "s", CONFIG, durable, hot, dlq, cadence, clock, clock.sleep, wall_ms=lambda: BASE_MS
+        )
         position = checkpoint
         crashed = False
         while position < len(records):

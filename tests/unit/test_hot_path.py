@@ -30,6 +30,7 @@ from aggregations.metrics import _MISSING, OTHER_GROUP, MetricDef
 from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
 from aggregations.store import StoreUnavailableError
 from consumer import protocol
+from consumer.bounds import to_json_bytes
 from consumer.decode import Decoded, Rejection, _classify_parse_failure, _kind, decode_parts, decode_record, inflate
 from consumer.dlq import MemoryDeadLetterQueue
 from consumer.reasons import Reason
@@ -51,6 +52,10 @@ def reference_parse_timestamp_ms(value: Any) -> int:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
+            # A leap second (hh:mm:60) is the last millisecond of its minute (issue 11).
+            head, sep, tail = value.partition(":60")
+            if sep and (tail[:1] in ("Z", "+", "-", ".")):
+                return reference_parse_timestamp_ms(f"{head}:59{tail.lstrip('.0123456789')}") // 1000 * 1000 + 999
             raise TimestampError(f"{value[:64]!r} is not ISO-8601") from None
         if parsed.tzinfo is None:
             raise TimestampError(f"{value[:64]!r} has no UTC offset (add Z or +hh:mm)")
@@ -580,7 +585,7 @@ def test_forwarded_json_does_not_keep_orjson_buffers() -> None:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        kept = [worker_module._json(event, b"") for _ in range(200)]
+        kept = [to_json_bytes(event) for _ in range(200)]
         per_item = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
     finally:
         tracemalloc.stop()

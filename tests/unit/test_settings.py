@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.bounds import Limits
 from streamkpi.settings import Settings, SettingsError, read_env_file, settings_table_markdown, write_env_file
 
 
@@ -61,7 +62,19 @@ def test_every_field_is_read_from_its_env_name() -> None:
         raw = {str: "custom-value", int: "7", float: "7.5"}[kind]
         if f.name == "initial_position":
             raw = "LATEST"
+        if f.name.startswith("max_"):  # the bounds have ranges of their own (test below)
+            raw = str(f.default + 1)
         assert getattr(Settings.from_mapping({f.metadata["env"]: raw}), f.name) == kind(raw), f.name
+
+
+def test_the_bounds_refuse_values_outside_their_range_and_build_the_limits() -> None:
+    with pytest.raises(SettingsError, match="STREAMKPI_MAX_DEPTH=300: use a whole number from 2 to 254"):
+        Settings.from_mapping({"STREAMKPI_MAX_DEPTH": "300"})
+    with pytest.raises(SettingsError, match="STREAMKPI_MAX_ITEM_BYTES"):
+        Settings.from_mapping({"STREAMKPI_MAX_ITEM_BYTES": "400000"})  # over DynamoDB's item limit
+    limits = Settings.from_mapping({"STREAMKPI_MAX_DEPTH": "10", "STREAMKPI_MAX_LETTERS_PER_RECORD": "5"}).limits()
+    assert (limits.max_depth, limits.max_letters_per_record) == (10, 5)
+    assert Settings().limits() == Limits()  # the settings' defaults are the limits' defaults
 
 
 def test_aws_client_kwargs() -> None:
