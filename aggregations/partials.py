@@ -95,7 +95,9 @@ class _Partial:
     foreign: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # metrics no longer configured
     dirty: set[str] = field(default_factory=set)
     touched: int = 0
-    size: int = 0  # bytes its stored JSON may take at most (see group_cost): bounded by max_item_bytes
+    # Per metric, the bytes its part of the stored JSON may take at most (see group_cost): each metric's
+    # share of max_item_bytes bounds it, so no metric's flood of groups can crowd out another's.
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 class ShardAggregates:
@@ -112,6 +114,8 @@ class ShardAggregates:
         self.metrics = metrics
         self.resolutions = tuple(resolutions)
         self.max_item_bytes = max_item_bytes
+        # Each configured metric's share of a window's item (a metric no longer configured keeps what it has).
+        self.metric_budget = max_item_bytes // max(1, len(metrics.metrics))
         self._partials: dict[WindowKey, _Partial] = {}
         self._tick = 0
         # Hot-path caches (results are the same without them): per event type, the metrics that apply
@@ -136,11 +140,13 @@ class ShardAggregates:
         """The group a new group becomes: itself, or OTHER_GROUP past max_groups or the item's byte budget."""
         if len(groups) < metric.max_groups:
             cost = group_cost(group, metric.agg)
-            if partial.size + cost <= self.max_item_bytes:
-                partial.size += cost
+            used = partial.sizes.get(metric.name, METRIC_COST)
+            if used + cost <= self.metric_budget:
+                partial.sizes[metric.name] = used + cost
                 return group
-        if OTHER_GROUP not in groups:
-            partial.size += group_cost(OTHER_GROUP, metric.agg)
+        if OTHER_GROUP not in groups:  # charged even past the budget: one group, of a known size
+            used = partial.sizes.get(metric.name, METRIC_COST)
+            partial.sizes[metric.name] = used + group_cost(OTHER_GROUP, metric.agg)
         return OTHER_GROUP
 
     def missing(self, keys: Iterable[WindowKey]) -> list[WindowKey]:
@@ -174,12 +180,11 @@ class ShardAggregates:
                 metric = self.metrics.by_name.get(name)
                 if metric is None or metric.agg != body.get("agg"):
                     partial.foreign[name] = body
-                    partial.size += len(orjson.dumps(body))
                     continue
                 agg = metric.aggregator
                 partial.groups[name] = {g: agg.decode(v) for g, v in body["groups"].items()}
                 # The same charges as when the groups were made, so the budget does not depend on loads.
-                partial.size += METRIC_COST + sum(group_cost(g, metric.agg) for g in body["groups"])
+                partial.sizes[name] = METRIC_COST + sum(group_cost(g, metric.agg) for g in body["groups"])
         self._partials[key] = partial
         self._recent = [None] * len(self.resolutions)
 
@@ -241,7 +246,6 @@ class ShardAggregates:
                 groups = metric_groups.get(metric.name)
                 if groups is None:
                     groups = metric_groups[metric.name] = {}
-                    partial.size += METRIC_COST
                 current = groups.get(group)
                 if current is None and group not in groups:
                     group = self._admit(partial, metric, groups, group)
@@ -366,7 +370,6 @@ class ShardAggregates:
                 groups = metric_groups.get(name)
                 if groups is None:
                     groups = metric_groups[name] = {}
-                    partial.size += METRIC_COST
                 if kind == _GENERIC:
                     agg = metric.aggregator
                     for group, value in sums:
@@ -402,7 +405,7 @@ class ShardAggregates:
         partial = self._partials.get(key)
         if partial is None or partial.position is None:
             return
-        partial.size = 0
+        partial.sizes.clear()
         for name, groups in partial.groups.items():
             metric = self.metrics.by_name[name]
             agg = metric.aggregator
@@ -410,7 +413,7 @@ class ShardAggregates:
             for value in groups.values():
                 merged = value if merged is None else agg.merge(merged, value)
             partial.groups[name] = {} if merged is None else {OTHER_GROUP: merged}
-            partial.size += METRIC_COST + group_cost(OTHER_GROUP, metric.agg)
+            partial.sizes[name] = METRIC_COST + group_cost(OTHER_GROUP, metric.agg)
         partial.foreign.clear()  # metrics no longer configured: dropped rather than stop the shard
         partial.dirty = {"dynamodb", "redis"}
 

@@ -5,14 +5,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from aggregations.metrics import AGGREGATORS, OTHER_GROUP
 from aggregations.partials import StoredPartial, merge_partials
 from aggregations.store import AggregateStore
 from aggregations.windows import Resolution
+
+
+def to_json(value: Any, indent: bool = False) -> bytes:
+    """JSON of query results. Sums are exact: a whole number past 64 bits, which orjson refuses to write,
+    is written by the standard library instead, digit for digit."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+    except TypeError:  # orjson.JSONEncodeError: "Integer exceeds 64-bit range"
+        return json.dumps(value, indent=2 if indent else None, separators=None if indent else (",", ":")).encode()
 
 
 def iso(ms: int) -> str:

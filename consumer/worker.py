@@ -184,6 +184,7 @@ class ShardWorker:
         forward_to: dict[str, tuple[Callable[[ForwardPair], None], ...]] = {}
         marks: dict[str, int] = {}  # queue lengths when the chunk being gathered began
         folded = 0
+        forward_bytes = 0  # bodies forwarded by the record being processed (added to pending_bytes at its end)
         for record in records:
             data, sequence_number, sub, partition_key, arrival_ms = record
             seq = int(sequence_number)
@@ -200,9 +201,9 @@ class ShardWorker:
                 alone = len(objects) + len(rejections) == 1  # the record is exactly this one event
                 for index, obj, text in objects:
                     verdict = check_event(obj, arrival_ms, rules, exact)
-                    if verdict is READ_AGAIN:
-                        break
                     if type(verdict) is Invalid:
+                        if verdict is READ_AGAIN:
+                            break
                         # A rejected event's raw bytes: the whole record when it held just this event, else
                         # its own line, else its JSON (never its siblings, which may be counted).
                         payload = data if alone else text if text is not None else to_json_bytes(obj)
@@ -227,7 +228,7 @@ class ShardWorker:
                                 self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
                                 continue
                             forward = (partition_key, body)
-                            self.pending_bytes += len(body)
+                            forward_bytes += len(body)
                             for add in appends:
                                 add(forward)
                     if event_ms < late_before:
@@ -252,8 +253,13 @@ class ShardWorker:
                 else:
                     break  # every event was read as it must be
                 # Undo what this reading did, and read the record again exactly.
+                self.pending_bytes += forward_bytes
+                forward_bytes = 0
                 self._undo_record(letters_before, unfolded, unfolded_before, queued)
                 exact = True
+            if forward_bytes:
+                self.pending_bytes += forward_bytes
+                forward_bytes = 0
             if len(letters) - letters_before > max_letters:
                 self._reject_record(record, letters_before, unfolded, unfolded_before, queued)
             if not missing and len(unfolded) >= _FOLD_CHUNK:

@@ -23,11 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import orjson
-
 from aggregations.metrics import MetricDef
 from aggregations.partials import StoredPartial
-from aggregations.query import read_rolling, shape
+from aggregations.query import read_rolling, shape, to_json
 from aggregations.store import AggregateStore, StoreUnavailableError
 from aggregations.windows import Resolution
 from dashboard.snapshot import (
@@ -388,7 +386,7 @@ class Publisher:
         """Read, shape and write one snapshot to every target. PublishError if no target took it."""
         now = self.clock()
         snapshot = build_snapshot(self.read(now))
-        body = orjson.dumps(snapshot)
+        body = to_json(snapshot)  # (exact whole numbers past 64 bits too)
         self._log_problem_changes(snapshot)
         errors = []
         for target in self.targets:

@@ -235,7 +235,7 @@ def query(
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
 ) -> None:
     """Print the stored windows of a metric: every window in the range, zeros filled."""
-    from aggregations.query import QueryError, read_metric, read_rolling
+    from aggregations.query import QueryError, read_metric, read_rolling, to_json
     from aggregations.store import StoreUnavailableError
     from aggregations.windows import parse_duration_ms
     from streamkpi.app import Services
@@ -261,7 +261,7 @@ def query(
                 fail(f"--rolling {rolling!r}: {exc}")
             finest = services.config.resolutions[0]
             result = read_rolling(backend, finest, metric, to_ms, span_ms, top, by, dims)
-            typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+            typer.echo(to_json(result, indent=True).decode())
             return
         if to_ms <= from_ms:
             fail("--to must be after --from.")
@@ -273,7 +273,7 @@ def query(
     except StoreUnavailableError as exc:
         fail(f"{store.value} is not reachable ({exc}); is the stack up? Try `streamkpi local status`.", 1)
     if format is Format.json:
-        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        typer.echo(to_json(result, indent=True).decode())
         return
     _print_table(result)
 

@@ -169,3 +169,12 @@ def test_memory_store_never_moves_a_position_backwards() -> None:
     assert store.write([newer]) == []
     assert store.write([older]) == [older]
     assert read_metric(store, ONE_MINUTE, "events", T0, T0 + 1)["windows"][0]["total"] == 2
+
+
+def test_json_of_results_writes_whole_numbers_past_64_bits_exactly() -> None:
+    from aggregations.query import to_json
+
+    wide = 2**64 + 1  # a sum of integers beyond 64 bits is stored exactly; orjson refuses to write it
+    assert to_json({"total": wide, "groups": {"a": 1.5}}) == b'{"total":18446744073709551617,"groups":{"a":1.5}}'
+    assert b"18446744073709551617" in to_json({"total": wide}, indent=True)
+    assert to_json({"total": 7}) == b'{"total":7}'
