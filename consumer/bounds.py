@@ -61,9 +61,11 @@ DEFAULT_LIMITS = Limits()
 Path = tuple[str, ...]
 
 
-# Per event type: (top-level keys whose values metrics group by or count as distinct, the same for deeper
-# dotted paths, the dotted paths metrics sum, minimise or maximise); () when there is nothing to check.
-TypePlan = tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]] | tuple[()]
+# Per event type: (top-level keys besides `userId` whose values metrics group by or count as distinct,
+# the same for deeper dotted paths, the dotted paths metrics sum, minimise or maximise, whether any of
+# those three is not empty, the longest `userId` allowed). `userId` is apart: validation reads it anyway.
+TypePlan = tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...], bool, int]
+UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ValueChecks:
 
     # (type patterns, group/distinct paths, number paths), one entry per metric.
     metrics: tuple[tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]], ...] = ()
+    max_value_chars: int = DEFAULT_LIMITS.max_value_chars
     plans: dict[str, TypePlan] = field(default_factory=dict, compare=False)
 
     def plan(self, event_type: str) -> TypePlan:
@@ -89,9 +92,10 @@ class ValueChecks:
                 if any(fnmatchcase(event_type, p) for p in patterns):
                     groups.update(dict.fromkeys(group_paths))
                     numbers.update(dict.fromkeys(number_paths))
-            keys = tuple(path[0] for path in groups if len(path) == 1)
+            keys = tuple(path[0] for path in groups if len(path) == 1 and path[0] != "userId")
             deep = tuple(path for path in groups if len(path) > 1)
-            found = (keys, deep, tuple(numbers)) if groups or numbers else ()
+            user_limit = self.max_value_chars if ("userId",) in groups else UNBOUNDED
+            found = (keys, deep, tuple(numbers), bool(keys or deep or numbers), user_limit)
             if len(self.plans) < 100_000:
                 self.plans[event_type] = found
         return found
@@ -128,9 +132,14 @@ READ_EXACTLY: Any = ("read_exactly", "")
 Problem = tuple[Reason, str]
 
 
-def deep_value_problem(event: Mapping[str, Any], plan: Any, limit: int, exact: bool) -> Problem | None:
-    """Why a nested group value or a summed number of the event is out of bounds, None, or READ_EXACTLY
-    (never when `exact`: the record was read exactly already). Top-level keys are checked by the caller."""
+def value_problem(event: Mapping[str, Any], plan: Any, limit: int, exact: bool) -> Problem | None:
+    """Why a group value or a summed number of the event is out of bounds, None, or READ_EXACTLY (never
+    when `exact`: the record was read exactly already). `userId` is checked by the caller."""
+    get = event.get
+    for key in plan[0]:
+        value = get(key)
+        if value is not None and (len(value) if type(value) is str else len(group_text(value))) > limit:
+            return Reason.VALUE_TOO_LONG, f"{key} has {len(group_text(value))} characters; at most {limit}"
     for path in plan[1]:
         value = _lookup(event, path)
         if value is _MISSING or value is None:
@@ -146,7 +155,12 @@ def deep_value_problem(event: Mapping[str, Any], plan: Any, limit: int, exact: b
             if not -NUMBER_LIMIT < value < NUMBER_LIMIT:
                 return Reason.NUMBER_OUT_OF_RANGE, f"{'.'.join(path)} is {_short(value)}: outside ±1e21"
         elif kind is float:
-            if not -NUMBER_LIMIT < value < NUMBER_LIMIT or (value and abs(value) < 1e-20):
+            # ±1e21 itself waits for the exact reading: an integer literal just under it reads as 1e21.
+            if (
+                not -NUMBER_LIMIT <= value <= NUMBER_LIMIT
+                or (value and abs(value) < 1e-20)
+                or (exact and abs(value) == NUMBER_LIMIT)
+            ):
                 where = f"{'.'.join(path)} is {value!r}"
                 return Reason.NUMBER_OUT_OF_RANGE, f"{where}: outside ±1e21 or nearer 0 than 1e-20"
             wide = wide or (not exact and value.is_integer() and abs(value) >= 9.2e18)

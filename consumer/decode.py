@@ -135,7 +135,11 @@ def decode_parts(
     else:
         inflated = data
     if b"\n" in inflated:
-        lines_in_text = inflated.count(b"\n") + 1
+        # More lines than the bound need at least as many newlines: shorter records are not counted. Lines
+        # up to the last one that is not blank (a trailing newline adds no line).
+        lines_in_text = 0
+        if len(inflated) >= limits.max_events_per_record:
+            lines_in_text = inflated.count(b"\n", 0, len(inflated.rstrip())) + 1
         if lines_in_text > limits.max_events_per_record:
             detail = f"{lines_in_text} lines; at most {limits.max_events_per_record} events per record"
             return [], [Rejection(0, Reason.TOO_MANY_EVENTS, detail, data, lines_in_text)]

@@ -14,7 +14,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, ValueChecks, deep_value_problem, group_text
+from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, ValueChecks, value_problem
 from consumer.reasons import Reason
 
 EVENT_TYPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -148,8 +148,11 @@ def check_event(
     if value is not None and type(value) is not str and not isinstance(value, str):
         return Invalid(Reason.WRONG_TYPE, "eventId must be a string")
     value = get("userId")
-    if value is not None and type(value) is not str and not isinstance(value, str):
-        return Invalid(Reason.WRONG_TYPE, "userId must be a string")
+    if value is not None and (type(value) is not str or len(value) > plan[4]):
+        if not isinstance(value, str):
+            return Invalid(Reason.WRONG_TYPE, "userId must be a string")
+        if len(value) > plan[4]:  # a metric groups by it or counts it as distinct
+            return Invalid(Reason.VALUE_TOO_LONG, f"userId has {len(value)} characters; at most {plan[4]}")
     value = get("sessionId")
     if value is not None and type(value) is not str and not isinstance(value, str):
         return Invalid(Reason.WRONG_TYPE, "sessionId must be a string")
@@ -168,19 +171,13 @@ def check_event(
             return Invalid(Reason.SCHEMA, str(exc))
     elif rules.strict_types and not _known(event_type, rules):
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
-    if plan:  # the values the metrics read: group and distinct values' lengths, summed numbers' ranges
-        limit = rules.max_value_chars
-        for key in plan[0]:
-            value = get(key)
-            if value is not None and (len(value) if type(value) is str else len(group_text(value))) > limit:
-                length = len(group_text(value))
-                return Invalid(Reason.VALUE_TOO_LONG, f"{key} has {length} characters; at most {limit}")
-        if plan[1] or plan[2]:
-            problem = deep_value_problem(event, plan, limit, exact)
-            if problem is READ_EXACTLY:
-                return READ_AGAIN
-            if problem is not None:
-                return Invalid(*problem)
+    # The values the metrics read (userId above): group and distinct values' lengths, summed numbers' ranges.
+    if plan[3]:
+        problem = value_problem(event, plan, rules.max_value_chars, exact)
+        if problem is READ_EXACTLY:
+            return READ_AGAIN
+        if problem is not None:
+            return Invalid(*problem)
     return event_type, event_ms
 
 

@@ -152,7 +152,7 @@ def _value_checks(metrics: tuple[MetricDef, ...], limits: Limits) -> ValueChecks
         numbers = [tuple(metric.field.split("."))] if metric.field and metric.agg in ("sum", "min", "max") else []
         if groups or numbers:
             entries.append((metric.types, tuple(groups), tuple(numbers)))
-    return ValueChecks(tuple(entries))
+    return ValueChecks(tuple(entries), limits.max_value_chars)
 
 
 def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:
