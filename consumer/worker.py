@@ -191,6 +191,8 @@ class ShardWorker:
             letters_before = len(letters)
             unfolded_before = len(unfolded)
             late_before = arrival_ms - late_ms
+            if low < late_before:  # the window range cached below may hold events late for this record
+                low = high = 0
             exact = False
             while True:  # once, or twice when a summed integer beyond 64 bits asks for an exact reading
                 objects, rejections = decode_parts(data, limits, exact)
@@ -223,25 +225,26 @@ class ShardWorker:
                                 body = text
                             else:
                                 body = to_json_bytes(obj)
-                            if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                                detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
+                            size = len(body)
+                            if size + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                                detail = f"event of {size} bytes is larger than a forward sink accepts"
                                 self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
                                 continue
                             forward = (partition_key, body)
-                            forward_bytes += len(body)
+                            forward_bytes += size
                             for add in appends:
                                 add(forward)
-                    if event_ms < late_before:
-                        # Rare: later than the shortest retention. Its windows are loaded now, and it is
-                        # folded one by one into the resolutions that still keep it.
-                        keep = self.aggregates.keeping(event_ms, arrival_ms)
-                        absent = self.aggregates.missing(self.aggregates.keys_for(event_ms, keep))
-                        if absent:
-                            self._load(absent)
-                        late = True
-                        append((obj, event_type, event_ms, (seq, sub, index), forward, keep))  # type: ignore[arg-type]
-                        continue
-                    if not low <= event_ms < high:
+                    if not low <= event_ms < high:  # (low >= late_before: an event inside is not late)
+                        if event_ms < late_before:
+                            # Rare: later than the shortest retention. Its windows are loaded now, and it
+                            # is folded one by one into the resolutions that still keep it.
+                            keep = self.aggregates.keeping(event_ms, arrival_ms)
+                            absent = self.aggregates.missing(self.aggregates.keys_for(event_ms, keep))
+                            if absent:
+                                self._load(absent)
+                            late = True
+                            append((obj, event_type, event_ms, (seq, sub, index), forward, keep))  # type: ignore[arg-type]
+                            continue
                         low, high, absent = span(event_ms)
                         if absent:
                             if not missing and loads < _EAGER_LOADS:

@@ -244,7 +244,8 @@ class Rig:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(payloads, min_size=1, max_size=4))
+# (gzip of incompressible bytes can come out a few bytes over the record limit: such data is not a record)
+@given(st.lists(payloads.filter(lambda data: len(data) <= MAX_RECORD), min_size=1, max_size=4))
 def test_any_record_data_through_the_reader_never_stops_the_processor_nor_floods_the_dlq(datas: list[bytes]) -> None:
     assert all(len(data) <= MAX_RECORD for data in datas)
     rig = Rig()
