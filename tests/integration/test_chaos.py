@@ -31,6 +31,7 @@ import pytest
 from aggregations.query import read_metric, shape
 from streamkpi.app import Services
 from tests.integration.conftest import Stack, Worker, wait_for
+from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, read_config, read_events
 from tests.integration.test_kcl_end_to_end import checkpoints, cli, iso, last_sequence_per_shard
 
@@ -95,58 +96,21 @@ def durable_past_checkpoint(stack: Stack, at: dict[str, str]) -> bool:
     return any(seq > seq_of(at.get(shard)) for shard, seq in durable_positions(stack).items())
 
 
-class DlqReader:
-    """The DLQ's consumer for the whole test: receives and deletes letters as they come, keeping every
-    identity with its reason. (moto's ReceiveMessage costs O(queue length) per message, so reading a
-    queue of a thousand letters at the end, as test_kcl_end_to_end.dlq_ids does, takes minutes.)"""
+class DlqReader(DlqDrain):
+    """The DLQ's consumer for the whole test, keeping every identity with its reason."""
 
     def __init__(self, stack: Stack) -> None:
-        self.sqs = stack.client("sqs")
-        self.url = self.sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
+        super().__init__(stack, interval=1.0)
         self.letters: dict[str, str] = {}
-        self.messages = 0
         self.conflicts: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    def keep(self, body: dict[str, Any]) -> None:
+        if self.letters.setdefault(body["id"], body["reason"]) != body["reason"]:
+            self.conflicts.append(body)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.drain()
-                self._stop.wait(1.0)
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def drain(self) -> None:
-        while True:
-            batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=300)
-            messages = batch.get("Messages", [])
-            if not messages:
-                return
-            for message in messages:
-                body = json.loads(message["Body"])
-                if self.letters.setdefault(body["id"], body["reason"]) != body["reason"]:
-                    self.conflicts.append(body)
-            self.messages += len(messages)
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-            failed = self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries).get("Failed")
-            assert not failed, failed
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(60)
-
-    def finish(self) -> dict[str, str]:
+    def finish(self) -> dict[str, str]:  # type: ignore[override]
         """Stop the background reader, read what is left, return identity -> reason."""
-        self.stop()
-        if self.error is not None:
-            raise self.error
-        self.drain()
+        super().finish()
         assert not self.conflicts, f"one identity with two reasons: {self.conflicts[:5]}"
         return self.letters
 

@@ -53,6 +53,7 @@ from streamkpi.app import Services
 from streamkpi.generator import EventGenerator, Truth
 from streamkpi.settings import Settings
 from tests.integration.conftest import Stack, Worker, wait_for
+from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, ValidEvent, read_config, read_events
 from tests.integration.test_chaos import diff
 from tests.integration.test_kcl_end_to_end import checkpoints, cli, iso, last_sequence_per_shard, stored_counts
@@ -382,57 +383,21 @@ class Watch:
         return True
 
 
-class DlqBodies:
-    """Receives and deletes DLQ messages as they come (moto's receive slows with the queue's length),
-    keeping every body by identity and counting every message."""
+class DlqBodies(DlqDrain):
+    """Keeps every DLQ body by identity, and the identities that came more than once."""
 
     def __init__(self, stack: Stack) -> None:
-        self.sqs = stack.client("sqs")
-        self.url = self.sqs.get_queue_url(QueueName=stack.settings.dlq_queue)["QueueUrl"]
+        super().__init__(stack)
         self.bodies: dict[str, dict[str, Any]] = {}
-        self.messages = 0
         self.repeated: list[str] = []
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def keep(self, body: dict[str, Any]) -> None:
+        if body["id"] in self.bodies:
+            self.repeated.append(body["id"])
+        self.bodies[body["id"]] = body
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.drain()
-                self._stop.wait(0.5)
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def drain(self) -> None:
-        while True:
-            batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=300)
-            messages = batch.get("Messages", [])
-            if not messages:
-                return
-            for message in messages:
-                body = json.loads(message["Body"])
-                if body["id"] in self.bodies:
-                    self.repeated.append(body["id"])
-                self.bodies[body["id"]] = body
-            self.messages += len(messages)
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-            failed = self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries).get("Failed")
-            assert not failed, failed
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(60)
-
-    def finish(self) -> dict[str, dict[str, Any]]:
-        self.stop()
-        if self.error is not None:
-            raise self.error
-        self.drain()
+    def finish(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
+        super().finish()
         return self.bodies
 
 
