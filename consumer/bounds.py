@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+# The fold's own path lookup and group naming, so the length checked is the length the fold would use.
+from aggregations.metrics import MISSING, group_part, lookup
 from consumer.reasons import Reason
 
 # Numbers fed to sum/min/max must lie in (-1e21, 1e21) and be 0 or at least 1e-20 in size. A sum of
@@ -101,32 +103,7 @@ class ValueChecks:
         return found
 
 
-_MISSING: Any = object()
-
-
-def _lookup(event: Mapping[str, Any], path: Path) -> Any:
-    value: Any = event
-    for part in path:
-        if type(value) is not dict:
-            return _MISSING
-        value = value.get(part, _MISSING)
-        if value is _MISSING:
-            return _MISSING
-    return value
-
-
-def group_text(value: Any) -> str:
-    """The text a value becomes as a metric group (aggregations.metrics.group_part, without the import)."""
-    if type(value) is str:
-        return value
-    if value is None or value is _MISSING:
-        return "(none)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-# What `deep_value_problem` returns for an event within bounds that holds a float that may be an integer
+# What `value_problem` returns for an event within bounds that holds a float that may be an integer
 # literal beyond 64 bits in a summed field (orjson reads those as floats): read its record again exactly.
 READ_EXACTLY: Any = ("read_exactly", "")
 Problem = tuple[Reason, str]
@@ -138,18 +115,18 @@ def value_problem(event: Mapping[str, Any], plan: Any, limit: int, exact: bool) 
     get = event.get
     for key in plan[0]:
         value = get(key)
-        if value is not None and (len(value) if type(value) is str else len(group_text(value))) > limit:
-            return Reason.VALUE_TOO_LONG, f"{key} has {len(group_text(value))} characters; at most {limit}"
+        if value is not None and (len(value) if type(value) is str else len(group_part(value))) > limit:
+            return Reason.VALUE_TOO_LONG, f"{key} has {len(group_part(value))} characters; at most {limit}"
     for path in plan[1]:
-        value = _lookup(event, path)
-        if value is _MISSING or value is None:
+        value = lookup(event, path)
+        if value is MISSING or value is None:
             continue
-        length = len(value) if type(value) is str else len(group_text(value))
+        length = len(value) if type(value) is str else len(group_part(value))
         if length > limit:
             return Reason.VALUE_TOO_LONG, f"{'.'.join(path)} has {length} characters; at most {limit}"
     wide = False
     for path in plan[2]:
-        value = _lookup(event, path)
+        value = lookup(event, path)
         kind = type(value)
         if kind is int:
             if not -NUMBER_LIMIT < value < NUMBER_LIMIT:
