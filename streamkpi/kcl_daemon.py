@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from streamkpi.settings import Settings
+from streamkpi.settings import KCL_CLIENT_VERSIONS, Settings
 
 log = logging.getLogger("streamkpi.kcl")
 
@@ -51,25 +52,49 @@ def default_worker_id(settings: Settings) -> str:
     return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def properties_path(state: Path, app_name: str, worker_id: str) -> Path:
+    """One properties file per worker: workers sharing a state folder (one machine) must not read each
+    other's, or several daemons run under one worker id and fight over the same leases."""
+    return state / f"kcl-{_file_safe(app_name)}-{_file_safe(worker_id)}.properties"
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def render_properties(settings: Settings, executable: str, worker_id: str) -> str:
     props: dict[str, str | int] = {
         "executableName": executable,
         "streamName": settings.stream,
         "applicationName": settings.app_name,
-        "AWSCredentialsProvider": "DefaultAWSCredentialsProviderChain",
+        # The AWS SDK for Java v2 name (KCL 3): environment, profile, container and instance credentials.
+        "AwsCredentialsProvider": "DefaultCredentialsProvider",
         "processingLanguage": f"python/{sys.version_info.major}.{sys.version_info.minor}",
         "initialPositionInStream": settings.initial_position,
         "regionName": settings.region,
         "workerId": worker_id,
-        "retrievalMode": "POLLING",
-        "metricsLevel": "NONE",
+        "retrievalMode": settings.kcl_retrieval_mode,
+        "metricsLevel": settings.kcl_metrics_level,
+        "clientVersionConfig": KCL_CLIENT_VERSIONS[settings.kcl_client_version],
         "maxRecords": settings.kcl_max_records,
         "idleTimeBetweenReadsInMillis": settings.kcl_idle_millis,
         "failoverTimeMillis": settings.kcl_failover_millis,
         "shutdownGraceMillis": settings.kcl_shutdown_grace_millis,
+        "isGracefulLeaseHandoffEnabled": settings.kcl_graceful_handoff,
+        "gracefulLeaseHandoffTimeoutMillis": settings.kcl_graceful_handoff_timeout_millis,
         # Empty batches too, so time-based flushes and checkpoints happen while the stream is quiet.
         "callProcessRecordsEvenForEmptyRecordList": "true",
     }
+    if settings.kcl_lease_assignment_millis:
+        props["leaseAssignmentIntervalMillis"] = settings.kcl_lease_assignment_millis
+    if settings.kcl_worker_metrics_millis:
+        props["workerMetricsReporterFreqInMillis"] = settings.kcl_worker_metrics_millis
+    if settings.kcl_max_leases_for_worker:
+        props["maxLeasesForWorker"] = settings.kcl_max_leases_for_worker
+    if settings.kcl_retrieval_mode == "FANOUT" and settings.kcl_consumer_name:
+        # The nested key sets FanoutConfigBean.consumerName (verified with KCL 3.1.3; a flat `consumerName`
+        # is ignored silently). Unset, the KCL registers the consumer under the application name.
+        props["fanoutConfig.consumerName"] = settings.kcl_consumer_name
     kinesis_endpoint = settings.kinesis_endpoint_url or settings.endpoint_url
     if kinesis_endpoint:
         props["kinesisEndpoint"] = kinesis_endpoint
@@ -104,8 +129,8 @@ def run_daemon(settings: Settings) -> int:
     """Run the daemon in the foreground; SIGTERM/SIGINT are passed on for a graceful stop."""
     state = Path(settings.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    properties_file = state / f"kcl-{settings.app_name}.properties"
     worker_id = default_worker_id(settings)
+    properties_file = properties_path(state, settings.app_name, worker_id)
     properties_file.write_text(render_properties(settings, processor_command(), worker_id))
     command = java_command(settings, properties_file)
     log.info("starting KCL MultiLangDaemon", extra={"stream": settings.stream, "worker_id": worker_id})

@@ -165,6 +165,9 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+LOCAL_LEASE_ASSIGNMENT_MILLIS = 5_000
+
+
 def env_values(settings: Settings) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": MOTO.address(settings),
@@ -177,6 +180,8 @@ def env_values(settings: Settings) -> dict[str, str]:
         "STREAMKPI_DLQ_QUEUE": settings.dlq_queue,
         "STREAMKPI_ARCHIVE_BUCKET": settings.archive_bucket,
         "STREAMKPI_FIREHOSE_STREAM": settings.firehose_stream,
+        # One worker here: the leader assigns its leases within seconds of its start, not the KCL's 20 s.
+        "STREAMKPI_KCL_LEASE_ASSIGNMENT_MILLIS": str(LOCAL_LEASE_ASSIGNMENT_MILLIS),
     }
 
 

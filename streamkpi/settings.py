@@ -80,6 +80,53 @@ class Settings:
     kcl_shutdown_grace_millis: int = _spec(
         "STREAMKPI_KCL_SHUTDOWN_GRACE_MILLIS", 20_000, "KCL `shutdownGraceMillis` for SIGTERM."
     )
+    kcl_lease_assignment_millis: int = _spec(
+        "STREAMKPI_KCL_LEASE_ASSIGNMENT_MILLIS",
+        0,
+        "KCL 3 `leaseAssignmentIntervalMillis`: how often the leader assigns new and expired leases (a scan of "
+        "the lease and worker-metrics tables each time); 0 means the KCL's default, twice "
+        "`STREAMKPI_KCL_FAILOVER_MILLIS` (see Several workers). `streamkpi local up` writes 5000.",
+    )
+    kcl_worker_metrics_millis: int = _spec(
+        "STREAMKPI_KCL_WORKER_METRICS_MILLIS",
+        0,
+        "KCL 3 `workerMetricsReporterFreqInMillis`: how often a worker reports its load to the leader; 0 "
+        "means the KCL's default (30 s).",
+    )
+    kcl_graceful_handoff: str = _spec(
+        "STREAMKPI_KCL_GRACEFUL_HANDOFF",
+        "true",
+        "KCL 3 `isGracefulLeaseHandoffEnabled`: a lease the leader moves is checkpointed by its owner first.",
+    )
+    kcl_graceful_handoff_timeout_millis: int = _spec(
+        "STREAMKPI_KCL_GRACEFUL_HANDOFF_TIMEOUT_MILLIS",
+        30_000,
+        "KCL 3 `gracefulLeaseHandoffTimeoutMillis`: longest wait for that checkpoint before the lease moves.",
+    )
+    kcl_max_leases_for_worker: int = _spec(
+        "STREAMKPI_KCL_MAX_LEASES_FOR_WORKER", 0, "KCL `maxLeasesForWorker`: most shards one worker takes; 0 = no cap."
+    )
+    kcl_client_version: str = _spec(
+        "STREAMKPI_KCL_CLIENT_VERSION",
+        "3X",
+        "KCL `clientVersionConfig`: `3X` (the leader assigns leases by worker load) or `COMPATIBLE_WITH_2X` "
+        "(every worker takes expired leases, as KCL 2 did; for a fleet being upgraded from KCL 2).",
+    )
+    kcl_metrics_level: str = _spec(
+        "STREAMKPI_KCL_METRICS_LEVEL",
+        "NONE",
+        "KCL `metricsLevel` for CloudWatch: NONE, SUMMARY or DETAILED (needs cloudwatch:PutMetricData).",
+    )
+    kcl_retrieval_mode: str = _spec(
+        "STREAMKPI_KCL_RETRIEVAL_MODE",
+        "POLLING",
+        "KCL `retrievalMode`: POLLING (GetRecords) or FANOUT (enhanced fan-out, SubscribeToShard).",
+    )
+    kcl_consumer_name: str = _spec(
+        "STREAMKPI_KCL_CONSUMER_NAME",
+        "",
+        "Enhanced fan-out consumer name (FANOUT only); empty means the application name (STREAMKPI_APP_NAME).",
+    )
     initial_position: str = _spec(
         "STREAMKPI_INITIAL_POSITION", "TRIM_HORIZON", "Where a new lease starts: TRIM_HORIZON or LATEST."
     )
@@ -165,6 +212,21 @@ class Settings:
             raise SettingsError(f"STREAMKPI_SHARDS={self.shards}: a stream needs at least 1 shard.")
         if self.initial_position not in ("TRIM_HORIZON", "LATEST"):
             raise SettingsError(f"STREAMKPI_INITIAL_POSITION={self.initial_position!r}: use TRIM_HORIZON or LATEST.")
+        for env, value, allowed in (
+            ("STREAMKPI_KCL_GRACEFUL_HANDOFF", self.kcl_graceful_handoff, ("true", "false")),
+            ("STREAMKPI_KCL_CLIENT_VERSION", self.kcl_client_version, KCL_CLIENT_VERSIONS),
+            ("STREAMKPI_KCL_METRICS_LEVEL", self.kcl_metrics_level, ("NONE", "SUMMARY", "DETAILED")),
+            ("STREAMKPI_KCL_RETRIEVAL_MODE", self.kcl_retrieval_mode, ("POLLING", "FANOUT")),
+        ):
+            if value not in allowed:
+                raise SettingsError(f"{env}={value!r}: use {' or '.join(allowed)}.")
+        for env, number in (
+            ("STREAMKPI_KCL_LEASE_ASSIGNMENT_MILLIS", self.kcl_lease_assignment_millis),
+            ("STREAMKPI_KCL_MAX_LEASES_FOR_WORKER", self.kcl_max_leases_for_worker),
+            ("STREAMKPI_KCL_WORKER_METRICS_MILLIS", self.kcl_worker_metrics_millis),
+        ):
+            if number < 0:
+                raise SettingsError(f"{env}={number}: use 0 (the KCL's default) or a positive whole number.")
         for name in ("redis_flush_seconds", "dynamodb_flush_seconds", "checkpoint_seconds"):
             if not getattr(self, name) > 0:  # also refuses NaN, which would never come due
                 env = next(f.metadata["env"] for f in fields(self) if f.name == name)
@@ -202,6 +264,12 @@ class Settings:
             kwargs["endpoint_url"] = self.kinesis_endpoint_url
         return kwargs
 
+
+# STREAMKPI_KCL_CLIENT_VERSION -> the KCL's clientVersionConfig value.
+KCL_CLIENT_VERSIONS = {
+    "3X": "CLIENT_VERSION_CONFIG_3X",
+    "COMPATIBLE_WITH_2X": "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+}
 
 # (setting, lowest, highest): orjson writes 254 levels; a Firehose record holds 1,000 KiB; a DynamoDB
 # item 400 KB with its keys; a Kinesis record 1 MiB, so more than 1 Mi events or letters cannot come.

@@ -7,6 +7,7 @@ gets its own stream, tables and queue names so tests cannot see each other's dat
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,12 +15,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import redis
 
 from streamkpi import local_stack, resources
 from streamkpi.settings import Settings
@@ -106,11 +109,12 @@ class Worker:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Stack], Worker]]:
-    """`streamkpi consume` as a user runs it, in its own process group (killed at teardown)."""
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """`streamkpi consume` as a user runs it, in its own process group (killed at teardown); `overrides`
+    are settings for this worker (over the test cadence below)."""
     workers: list[Worker] = []
 
-    def start(stack: Stack) -> Worker:
+    def start(stack: Stack, **overrides: str) -> Worker:
         log = tmp_path / f"worker-{len(workers)}.log"
         env = {
             **stack.env,
@@ -118,6 +122,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Stack], Worker]]:
             "STREAMKPI_DYNAMODB_FLUSH_SECONDS": "1",
             "STREAMKPI_CHECKPOINT_SECONDS": "1",
             "STREAMKPI_KCL_FAILOVER_MILLIS": "5000",
+            **overrides,
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -132,6 +137,31 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Stack], Worker]]:
         if worker.process.poll() is None:
             os.killpg(worker.process.pid, signal.SIGKILL)
             worker.process.wait(10)
+
+
+@contextmanager
+def own_redis_server(data: Path) -> Iterator[redis.Redis]:
+    """A redis-server of the test's own on a free port (no persistence), for tests that lose or inspect it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+         "--dir", str(data), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    connection = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        wait_for(lambda: _pings(connection), 20, "redis-server up", interval=0.1)
+        yield connection
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def _pings(connection: redis.Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except redis.RedisError:
+        return False
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.5) -> Any:

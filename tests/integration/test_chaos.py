@@ -25,15 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from aggregations.query import read_metric, shape
-from streamkpi.app import Services
 from tests.integration.conftest import Stack, Worker, wait_for
-from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, read_config, read_events
-from tests.integration.test_kcl_end_to_end import checkpoints, cli, iso, last_sequence_per_shard
+from tests.integration.test_kcl_end_to_end import checkpoints, cli, last_sequence_per_shard
+from tests.integration.verify import DlqReader, store_problems
 
 pytestmark = pytest.mark.integration
 
@@ -94,47 +91,6 @@ def durable_positions(stack: Stack) -> dict[str, int]:
 
 def durable_past_checkpoint(stack: Stack, at: dict[str, str]) -> bool:
     return any(seq > seq_of(at.get(shard)) for shard, seq in durable_positions(stack).items())
-
-
-class DlqReader(DlqDrain):
-    """The DLQ's consumer for the whole test, keeping every identity with its reason."""
-
-    def __init__(self, stack: Stack) -> None:
-        super().__init__(stack, interval=1.0)
-        self.letters: dict[str, str] = {}
-        self.conflicts: list[dict[str, Any]] = []
-
-    def keep(self, body: dict[str, Any]) -> None:
-        if self.letters.setdefault(body["id"], body["reason"]) != body["reason"]:
-            self.conflicts.append(body)
-
-    def finish(self) -> dict[str, str]:  # type: ignore[override]
-        """Stop the background reader, read what is left, return identity -> reason."""
-        super().finish()
-        assert not self.conflicts, f"one identity with two reasons: {self.conflicts[:5]}"
-        return self.letters
-
-
-def diff(expected: dict[str, Any], actual: dict[str, Any], where: str) -> list[str]:
-    """Readable differences of two query results: per window and group, expected vs actual."""
-    problems = []
-    if expected["agg"] != actual["agg"]:
-        problems.append(f"{where}: agg expected {expected['agg']!r}, got {actual['agg']!r}")
-    got = {w["start_ms"]: w for w in actual["windows"]}
-    for window in expected["windows"]:
-        start = window["start_ms"]
-        mine = got.pop(start, None)
-        if mine is None:
-            problems.append(f"{where} window {window['start']}: missing from the store's answer")
-            continue
-        if mine["total"] != window["total"]:
-            problems.append(f"{where} window {window['start']} total: expected {window['total']}, got {mine['total']}")
-        for group in sorted(set(window["groups"]) | set(mine["groups"])):
-            e, a = window["groups"].get(group), mine["groups"].get(group)
-            if e != a:
-                problems.append(f"{where} window {window['start']} group {group!r}: expected {e}, got {a}")
-    problems += [f"{where} window {start}: not expected" for start in got]
-    return problems
 
 
 def test_sigkill_storm_every_aggregate_and_every_letter_equals_the_independent_truth(
@@ -230,47 +186,11 @@ def test_sigkill_storm_every_aggregate_and_every_letter_equals_the_independent_t
         assert reference.events == truth["valid"]
         mark("reference")
 
-        # Every metric x resolution x store: one store read per resolution, shaped per metric by the
-        # query's own code (what read_metric and `streamkpi query` do), against the reference.
+        # Every metric x resolution x store, read_metric and the CLI as a user runs it, against the reference.
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
             monkeypatch.setenv(key, s.env[key])
-        services = Services(s.settings)
-        assert [r.name for r in services.config.resolutions] == list(reference.config.resolutions)
-        assert set(services.config.metric_set.by_name) == set(reference.config.metrics)
-        stores = (("dynamodb", services.dynamodb_store), ("redis", services.redis_store))
-        problems: list[str] = []
-        compared = 0
-        ranges = {}
-        for res in reference.config.resolutions:
-            resolution = services.config.resolution(res)
-            first, end = reference.span(res)
-            from_ms, to_ms = first - resolution.size_ms, end + resolution.size_ms  # an empty window each side
-            ranges[res] = (from_ms, to_ms)
-            starts = list(resolution.starts_between(from_ms, to_ms))
-            found = {name: store.read(res, starts) for name, store in stores}
-            for metric in reference.config.metrics:
-                expected = reference.query(metric, res, from_ms, to_ms)
-                held = [w for w in expected["windows"] if w["groups"]]
-                assert held, f"{metric} {res}: the reference has no window at all"
-                for name, _store in stores:
-                    actual = orjson.loads(orjson.dumps(shape(resolution, metric, starts, found[name])))
-                    problems += diff(expected, actual, f"{name} {metric} {res}")
-                    compared += len(held)
-        # read_metric itself, and the CLI as a user runs it.
-        from_ms, to_ms = ranges["1h"]
-        for name, store in stores:
-            result = read_metric(store, services.config.resolution("1h"), "donations", from_ms, to_ms)
-            expected = reference.query("donations", "1h", from_ms, to_ms)
-            problems += diff(expected, orjson.loads(orjson.dumps(result)), f"read_metric {name} donations 1h")
+        problems, compared = store_problems(s, reference)
         mark("compared")
-        for metric, res in (("donation_amount", "1m"), ("distinct_users", "1h")):
-            from_ms, to_ms = ranges[res]
-            expected = reference.query(metric, res, from_ms, to_ms)
-            for name in ("dynamodb", "redis"):
-                out = cli(s, "query", "--metric", metric, "--resolution", res, "--from", iso(from_ms), "--to",
-                          iso(to_ms), "--store", name, "--format", "json")  # fmt: skip
-                problems += diff(expected, json.loads(out.stdout), f"cli {name} {metric} {res}")
-        mark("cli")
         summary["windows_compared"] = compared
         assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:60])
 

@@ -15,12 +15,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, free_port, wait_for
+from tests.integration.conftest import Stack, Worker, free_port, wait_for
 from tests.integration.test_kcl_end_to_end import (
     archived_events,
     checkpoints,
@@ -29,18 +30,9 @@ from tests.integration.test_kcl_end_to_end import (
     last_sequence_per_shard,
     stored_counts,
 )
+from tests.integration.verify import merged_counts
 
 pytestmark = pytest.mark.integration
-
-
-def merged_counts(*truths: dict[str, Any]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for truth in truths:
-        for start, groups in truth["counts"]["events"]["1m"].items():
-            window = out.setdefault(start, {})
-            for event_type, n in groups.items():
-                window[event_type] = window.get(event_type, 0) + n
-    return out
 
 
 def window_range(expected: dict[str, dict[str, int]]) -> tuple[int, int]:
@@ -55,17 +47,30 @@ def generate_in_background(stack: Stack, truth: Path, *args: str) -> threading.T
 
 
 def test_sigterm_checkpoints_every_shard_and_exits_0_within_the_grace(
-    stack: Stack, start_worker: Any, tmp_path: Path
+    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     s = stack.fresh(shards=2)
-    cli(s, "generate", "--rate", "500", "--duration", "1", "--seed", "3", "--truth", str(tmp_path / "t.json"))
-    worker = start_worker(s)
-    # Wait until every record is processed and durable, then stop before the periodic checkpoint catches up.
-    wait_for(lambda: "shard initialized" in worker.logs(), 60, "worker started")
+    truth_file = tmp_path / "t.json"
+    cli(s, "generate", "--rate", "500", "--duration", "1", "--seed", "3", "--truth", str(truth_file))
+    truth = json.loads(truth_file.read_text())
+    expected = merged_counts(truth)
+    from_ms, to_ms = window_range(expected)
+    letters = {entry["id"]: entry["reason"] for entry in truth["invalid"]}
+    assert letters, "the traffic holds invalid events: their letters tell that the records holding them were processed"
+    # The periodic checkpoint is a day (or a billion records) away: only the shutdown checkpoint can land. DynamoDB
+    # and the DLQ are flushed every second, so every record's effects become visible while no checkpoint moves.
+    worker = start_worker(s, STREAMKPI_CHECKPOINT_SECONDS="86400", STREAMKPI_CHECKPOINT_RECORDS="1000000000")
+    wait_for(
+        lambda: stored_counts(s, "dynamodb", from_ms, to_ms) == expected and dlq_ids(s) == letters,
+        240,
+        "every record processed: its events counted in DynamoDB or dead-lettered",
+        interval=1,
+    )
     last = last_sequence_per_shard(s)
-    time.sleep(3)
+    assert len(last) == 2
+    assert set(checkpoints(s).values()) == {"TRIM_HORIZON"}, "no checkpoint before the shutdown's"
     started = time.monotonic()
-    assert worker.stop(signal.SIGTERM, timeout=60) == 0, worker.logs()[-3000:]
+    assert worker.stop(signal.SIGTERM, timeout=120) == 0, worker.logs()[-3000:]
     assert time.monotonic() - started < s.settings.kcl_shutdown_grace_millis / 1000 + 5
     assert checkpoints(s) == last
     assert worker.logs().count("shutdown requested; checkpointed") == 2

@@ -7,8 +7,6 @@ every shard's partials come back; and after FLUSHALL everything does, the ended 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,7 +22,7 @@ from aggregations.redis_store import RedisStore
 from consumer.dlq import MemoryDeadLetterQueue
 from consumer.worker import Cadence, InRecord, ShardWorker
 from streamkpi.config import load_config
-from tests.integration.conftest import free_port, wait_for
+from tests.integration.conftest import own_redis_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,27 +36,8 @@ EAGER = Cadence(redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seco
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("redis-loss")
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
-         "--dir", str(data), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    connection = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-    try:
-        wait_for(lambda: _pings(connection), 20, "redis-server up", interval=0.1)
+    with own_redis_server(tmp_path_factory.mktemp("redis-loss")) as connection:
         yield connection
-    finally:
-        server.kill()
-        server.wait(10)
-
-
-def _pings(connection: redis.Redis) -> bool:
-    try:
-        return bool(connection.ping())
-    except redis.RedisError:
-        return False
 
 
 def fresh(client: redis.Redis) -> RedisStore:

@@ -9,7 +9,6 @@ archive stay on the session's moto, Redis is the session's redis-server.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import pytest
 
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.kinesis_local import KinesisLocal, kinesis_local  # noqa: F401  (fixture)
-from tests.integration.test_kcl_end_to_end import cli, dlq_ids, stored_counts
+from tests.integration.test_kcl_end_to_end import cli, dlq_ids
+from tests.integration.verify import assert_counts_in_both_stores
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +74,6 @@ def generate(stack: Stack, truth: Path, seed: int) -> dict[str, Any]:
     cli(stack, "generate", "--rate", "500", "--duration", "2", "--invalid-fraction", "0.05", "--seed", str(seed),
         "--truth", str(truth))  # fmt: skip
     return dict(json.loads(truth.read_text()))
-
-
-def merged_counts(*truths: dict[str, Any]) -> dict[str, dict[str, int]]:
-    merged: dict[str, Counter[str]] = {}
-    for truth in truths:
-        for start, groups in truth["counts"]["events"]["1m"].items():
-            merged.setdefault(start, Counter()).update(groups)
-    return {start: dict(sorted(groups.items())) for start, groups in sorted(merged.items())}
 
 
 def test_split_shard_mid_stream_parent_ends_children_processed_counts_exact(
@@ -143,13 +135,7 @@ def test_split_shard_mid_stream_parent_ends_children_processed_counts_exact(
         assert child_leases[child]["parentShardId"]["SS"] == [parent_id]
     assert worker.process.poll() is None, worker.logs()[-3000:]
 
-    # Exact per-type per-minute counts over both truths, in the durable and in the hot store.
-    expected = merged_counts(truth1, truth2)
-    starts = sorted(int(k) for k in expected)
-    from_ms, to_ms = starts[0], starts[-1] + 60_000
-    assert sum(sum(groups.values()) for groups in expected.values()) == truth1["valid"] + truth2["valid"]
-    assert stored_counts(s, "dynamodb", from_ms, to_ms) == expected
-    assert stored_counts(s, "redis", from_ms, to_ms) == expected
+    assert_counts_in_both_stores(s, truth1, truth2)
 
     # Every invalid event, before and after the split, reached the DLQ once with its reason.
     invalid = truth1["invalid"] + truth2["invalid"]

@@ -60,8 +60,13 @@ def test_every_field_is_read_from_its_env_name() -> None:
     for f in dataclasses.fields(Settings):
         kind = type(f.default) if f.default is not None else str
         raw = {str: "custom-value", int: "7", float: "7.5"}[kind]
-        if f.name == "initial_position":
-            raw = "LATEST"
+        raw = {
+            "initial_position": "LATEST",
+            "kcl_graceful_handoff": "false",
+            "kcl_client_version": "COMPATIBLE_WITH_2X",
+            "kcl_metrics_level": "SUMMARY",
+            "kcl_retrieval_mode": "FANOUT",
+        }.get(f.name, raw)
         if f.name.startswith("max_"):  # the bounds have ranges of their own (test below)
             raw = str(f.default + 1)
         assert getattr(Settings.from_mapping({f.metadata["env"]: raw}), f.name) == kind(raw), f.name
@@ -75,6 +80,42 @@ def test_the_bounds_refuse_values_outside_their_range_and_build_the_limits() -> 
     limits = Settings.from_mapping({"STREAMKPI_MAX_DEPTH": "10", "STREAMKPI_MAX_LETTERS_PER_RECORD": "5"}).limits()
     assert (limits.max_depth, limits.max_letters_per_record) == (10, 5)
     assert Settings().limits() == Limits()  # the settings' defaults are the limits' defaults
+
+
+def test_kcl_choices_are_checked_and_rendered_as_kcl_properties() -> None:
+    from streamkpi.kcl_daemon import render_properties
+
+    for env, bad in (
+        ("STREAMKPI_KCL_CLIENT_VERSION", "2X"),
+        ("STREAMKPI_KCL_METRICS_LEVEL", "ALL"),
+        ("STREAMKPI_KCL_RETRIEVAL_MODE", "PUSH"),
+        ("STREAMKPI_KCL_GRACEFUL_HANDOFF", "yes"),
+        ("STREAMKPI_KCL_LEASE_ASSIGNMENT_MILLIS", "-1"),
+    ):
+        with pytest.raises(SettingsError, match=env):
+            Settings.from_mapping({env: bad})
+    default = render_properties(Settings(), "/bin/processor", "w1")
+    assert "AwsCredentialsProvider = DefaultCredentialsProvider\n" in default  # the SDK v2 name (KCL 3)
+    assert "clientVersionConfig = CLIENT_VERSION_CONFIG_3X\n" in default
+    assert "leaseAssignmentIntervalMillis" not in default and "fanoutConfig" not in default
+    tuned = Settings.from_mapping(
+        {
+            "STREAMKPI_KCL_CLIENT_VERSION": "COMPATIBLE_WITH_2X",
+            "STREAMKPI_KCL_LEASE_ASSIGNMENT_MILLIS": "4000",
+            "STREAMKPI_KCL_MAX_LEASES_FOR_WORKER": "8",
+            "STREAMKPI_KCL_GRACEFUL_HANDOFF": "false",
+            "STREAMKPI_KCL_METRICS_LEVEL": "SUMMARY",
+        }
+    )
+    props = render_properties(tuned, "/bin/processor", "w1")
+    assert "leaseAssignmentIntervalMillis = 4000\n" in props
+    for line in (
+        "clientVersionConfig = CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+        "maxLeasesForWorker = 8",
+        "isGracefulLeaseHandoffEnabled = false",
+        "metricsLevel = SUMMARY",
+    ):
+        assert line + "\n" in props
 
 
 def test_aws_client_kwargs() -> None:
@@ -203,3 +244,13 @@ def test_settings_table_lists_every_env_name() -> None:
     assert "(unset)" in by_name["AWS_ENDPOINT_URL"]
     assert "(unset)" in by_name["STREAMKPI_WORKER_ID"]
     assert all(row.count("|") == 4 and row.split("|")[3].strip() for row in rows)
+
+
+def test_each_worker_renders_its_own_properties_file(tmp_path: Path) -> None:
+    # Two workers sharing one state folder once shared one file: both daemons could start as the last
+    # writer's worker id and fight over the same leases (seen in the fleet test).
+    from streamkpi.kcl_daemon import properties_path
+
+    first, second = properties_path(tmp_path, "app", "host-1"), properties_path(tmp_path, "app", "host-2")
+    assert first != second and first.parent == second.parent == tmp_path
+    assert properties_path(tmp_path, "app", "a/../b c").name == "kcl-app-a_.._b_c.properties"
