@@ -21,7 +21,7 @@ test: setup ## Set up, lint, then run the whole test suite (unit, functional, in
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
-	@$(BIN)/pytest $(PYTEST_ARGS)
+	@scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-unit: setup ## Pure-logic tests only (seconds)
 	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
