@@ -55,8 +55,8 @@ from streamkpi.settings import Settings
 from tests.integration.conftest import Stack, Worker, wait_for
 from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, ValidEvent, read_config, read_events
-from tests.integration.test_chaos import diff
 from tests.integration.test_kcl_end_to_end import checkpoints, cli, iso, last_sequence_per_shard, stored_counts
+from tests.integration.verify import diff
 
 pytestmark = pytest.mark.integration
 

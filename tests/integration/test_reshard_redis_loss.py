@@ -22,7 +22,8 @@ from streamkpi.app import Services
 from tests.integration.conftest import Stack, free_port, wait_for
 from tests.integration.kinesis_local import KinesisLocal, kinesis_local  # noqa: F401  (fixture)
 from tests.integration.test_kcl_end_to_end import stored_counts
-from tests.integration.test_resharding import SHUTDOWN_GRACE_MILLIS, checkpoints, generate, merged_counts, shard_records
+from tests.integration.test_resharding import SHUTDOWN_GRACE_MILLIS, checkpoints, generate, shard_records
+from tests.integration.verify import merged_counts
 
 pytestmark = pytest.mark.integration
 
