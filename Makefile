@@ -37,11 +37,12 @@ lint: setup ## ruff (lint + format check) and mypy
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-bench: ## Benchmark the record processor on one core (events/s vs the protocol floor, store writes, memory; the bounds' cost before/after) into docs/benchmarks.md
+bench: ## Benchmark the record processor on one core (events/s vs the protocol floor, store writes, memory; the bounds' cost before/after) and a worker end to end through the KCL daemon (events/s vs a checkpoint-only processor) into docs/benchmarks.md
 	@test -x $(BIN)/python || scripts/setup.sh --python-only --dev
 	@if command -v taskset >/dev/null 2>&1; then taskset -c 0 $(BIN)/python scripts/bench.py; else $(BIN)/python scripts/bench.py; fi
 	@$(BIN)/python scripts/bench_replay.py
 	@$(BIN)/python scripts/bench_bounds.py
+	@$(BIN)/python scripts/bench_capacity.py
 
 up: setup ## Start the local stack (moto + redis-server) and create the resources
 	@$(BIN)/streamkpi local up

@@ -35,6 +35,7 @@ NUMBER_LIMIT = 10**21
 INFLATION_FLOOR_BYTES = 64 * 1024
 # Concatenated gzip members in one record (each costs a decompressor).
 MAX_GZIP_MEMBERS = 1000
+_OPEN_BRACKET = ord("[")  # `int in bytes` is a memchr; `bytes in bytes` tries an int first
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,9 @@ Path = tuple[str, ...]
 
 
 # Per event type: (top-level keys besides `userId` whose values metrics group by or count as distinct,
-# the same for deeper dotted paths, the dotted paths metrics sum, minimise or maximise, whether any of
-# those three is not empty, the longest `userId` allowed). `userId` is apart: validation reads it anyway.
+# the same for deeper dotted paths, the dotted paths metrics sum, minimise or maximise, whether there are
+# deeper paths or such numbers, the longest `userId` allowed). `userId` is apart: validation reads it
+# anyway; so is a top-level value that is a string within the limit, which value_problem need not see.
 TypePlan = tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...], bool, int]
 UNBOUNDED = 1 << 62
 
@@ -74,8 +76,8 @@ UNBOUNDED = 1 << 62
 class ValueChecks:
     """Which fields of an event the metrics read, so validation can bound them: per event type, the
     paths used as groups or distinct values (length-bounded) and the paths summed, minimised or
-    maximised (range-bounded). Built from the config; `plans` doubles as the cache of event type names
-    that passed their own check."""
+    maximised (range-bounded). Built from the config; `plans` caches them per event type name (names
+    that passed their own check: validation's Rules.types holds each name's plan too)."""
 
     # (type patterns, group/distinct paths, number paths), one entry per metric.
     metrics: tuple[tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]], ...] = ()
@@ -97,7 +99,7 @@ class ValueChecks:
             keys = tuple(path[0] for path in groups if len(path) == 1 and path[0] != "userId")
             deep = tuple(path for path in groups if len(path) > 1)
             user_limit = self.max_value_chars if ("userId",) in groups else UNBOUNDED
-            found = (keys, deep, tuple(numbers), bool(keys or deep or numbers), user_limit)
+            found = (keys, deep, tuple(numbers), bool(deep or numbers), user_limit)
             if len(self.plans) < 100_000:
                 self.plans[event_type] = found
         return found
@@ -186,8 +188,16 @@ def depth_exceeds(value: Any, limit: int) -> bool:
 
 
 def bracket_bound(text: bytes) -> int:
-    """An upper bound of the nesting depth of a JSON text: its count of `{` and `[` (C speed)."""
-    return text.count(b"{") + text.count(b"[")
+    """An upper bound of the nesting depth of a JSON text: its count of `{` and `[` (C speed).
+
+    A count reads every byte, a membership test stops at the first match (memchr). Events seldom hold
+    arrays, so the `[` of a text with none, or just one (an array record's own), are not counted."""
+    braces = text.count(b"{")
+    if _OPEN_BRACKET not in text:
+        return braces
+    if _OPEN_BRACKET not in text.partition(b"[")[2]:
+        return braces + 1
+    return braces + text.count(b"[")
 
 
 def to_json_bytes(value: Any) -> bytes:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, ValueChecks, value_problem
+from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, TypePlan, ValueChecks, value_problem
 from consumer.reasons import Reason
 
 EVENT_TYPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -50,13 +50,31 @@ class Rules:
     known_patterns: tuple[str, ...] = ()
     # eventType -> compiled validator that raises on failure (fastjsonschema)
     schemas: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
-    # The values the metrics read, bounded here (consumer/bounds.py); its plans cache the valid type names.
+    # The values the metrics read, bounded here (consumer/bounds.py).
     values: ValueChecks = field(default_factory=ValueChecks)
     max_value_chars: int = DEFAULT_LIMITS.max_value_chars
+    # check_event's cache of what it needs per event type name that passed EVENT_TYPE (see _type_rules): one
+    # look-up per event instead of three. Not a rule: no argument, and left out of equality and repr.
+    types: dict[str, _TypeRules] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+
+# Per valid event type name: its value checks (ValueChecks.plan), its schema (None: none), and whether
+# strict_types refuses it (no schema and not known).
+_TypeRules = tuple[TypePlan, Callable[[Any], Any] | None, bool]
 
 
 def _known(event_type: str, rules: Rules) -> bool:
     return event_type in rules.known_types or any(fnmatchcase(event_type, p) for p in rules.known_patterns)
+
+
+def _type_rules(event_type: str, rules: Rules) -> _TypeRules:
+    """What check_event needs of the rules for events of this (valid) type; cached, up to 100,000 names."""
+    schema = rules.schemas.get(event_type)
+    unknown = schema is None and rules.strict_types and not _known(event_type, rules)
+    found = (rules.values.plan(event_type), schema, unknown)
+    if len(rules.types) < 100_000:
+        rules.types[event_type] = found
+    return found
 
 
 class TimestampError(ValueError):
@@ -101,7 +119,6 @@ def parse_timestamp_ms(value: Any) -> int:
 # What check_event returns for an event that holds, in a field a metric sums, a float that may be an
 # integer beyond 64 bits: the worker decodes its record again exactly (decode_parts(..., exact=True)).
 READ_AGAIN = Invalid(Reason.NUMBER_OUT_OF_RANGE, "a summed integer beyond 64 bits: read the record again exactly")
-_NO_VALUE = object()
 _fromisoformat = datetime.fromisoformat
 assert _OPTIONAL_STRINGS == ("eventId", "userId", "sessionId")  # check_event has them unrolled
 
@@ -111,73 +128,85 @@ def check_event(
 ) -> tuple[str, int] | Invalid:
     """`validate_event` for the hot path: (event type, event time in ms) when valid; READ_AGAIN when the
     event must be read again exactly (never when `exact`: it was)."""
-    get = event.get
-    event_type = get("eventType")
+    # The two fields every valid event has are subscripted (KeyError when missing), the others read by
+    # `event.get(...)`: CPython 3.11 specialises both, and either costs less than a hoisted `get = event.get`.
+    try:
+        event_type = event["eventType"]
+    except KeyError:
+        event_type = None
     if event_type is None:
         return Invalid(Reason.MISSING_FIELD, "eventType is missing")
-    plan = rules.values.plans.get(event_type) if type(event_type) is str else None
-    if plan is None:  # a type not seen yet (the regex runs once per name) or not a string
+    try:
+        found = rules.types.get(event_type)
+    except TypeError:  # unhashable: no string either
+        found = None
+    if found is None:  # a type not seen yet (the regex runs once per name) or not a string
         if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
             return Invalid(Reason.WRONG_TYPE, "eventType must be a string of 1-128 letters, digits and ._:- characters")
-        plan = rules.values.plan(event_type)
-    timestamp = get("timestamp", _NO_VALUE)
-    if timestamp is _NO_VALUE:
+        found = _type_rules(event_type, rules)
+    plan, schema, unknown = found
+    try:
+        timestamp = event["timestamp"]
+    except KeyError:
         return Invalid(Reason.MISSING_FIELD, "timestamp is missing")
-    # parse_timestamp_ms, with its two commonest cases inline.
+    # parse_timestamp_ms, with its commonest cases inline; any other value (or error) goes through it.
     kind = type(timestamp)
     if kind is int:
         event_ms = timestamp * 1000 if -_SECONDS_LIMIT < timestamp < _SECONDS_LIMIT else timestamp
     else:
-        if kind is str:
-            try:
-                parsed = _fromisoformat(timestamp)
-            except ValueError:
-                parsed = None
-        else:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            since = parsed - _EPOCH
-            event_ms = (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
+        try:
+            # An ISO-8601 time; one without a UTC offset cannot be subtracted from the (aware) epoch: TypeError.
+            since = _fromisoformat(timestamp) - _EPOCH if kind is str else None
+        except (ValueError, TypeError):
+            since = None
+        if since is not None:
+            event_ms = since.days * 86_400_000 + (since.seconds * 1000 + since.microseconds // 1000)
         else:
             try:
                 event_ms = parse_timestamp_ms(timestamp)
             except TimestampError as exc:
                 return Invalid(Reason.BAD_TIMESTAMP, str(exc))
-    # The optional strings (_OPTIONAL_STRINGS), unrolled.
-    value = get("eventId")
-    if value is not None and type(value) is not str and not isinstance(value, str):
+    # The optional strings (_OPTIONAL_STRINGS), unrolled; a string is told first (it nearly always is one).
+    value = event.get("eventId")
+    if type(value) is not str and value is not None and not isinstance(value, str):
         return Invalid(Reason.WRONG_TYPE, "eventId must be a string")
-    value = get("userId")
-    if value is not None and (type(value) is not str or len(value) > plan[4]):
+    value = event.get("userId")
+    if (type(value) is not str or len(value) > plan[4]) and value is not None:
         if not isinstance(value, str):
             return Invalid(Reason.WRONG_TYPE, "userId must be a string")
         if len(value) > plan[4]:  # a metric groups by it or counts it as distinct
             return Invalid(Reason.VALUE_TOO_LONG, f"userId has {len(value)} characters; at most {plan[4]}")
-    value = get("sessionId")
-    if value is not None and type(value) is not str and not isinstance(value, str):
+    value = event.get("sessionId")
+    if type(value) is not str and value is not None and not isinstance(value, str):
         return Invalid(Reason.WRONG_TYPE, "sessionId must be a string")
-    data = get("data")
-    if data is not None and type(data) is not dict and not isinstance(data, dict):
+    data = event.get("data")
+    if type(data) is not dict and data is not None and not isinstance(data, dict):
         return Invalid(Reason.WRONG_TYPE, "data must be an object")
     if event_ms < arrival_ms - rules.max_age_ms:
         return Invalid(Reason.TOO_OLD, f"event time is {(arrival_ms - event_ms) // 1000}s before arrival")
     if event_ms > arrival_ms + rules.future_skew_ms:
         return Invalid(Reason.IN_FUTURE, f"event time is {(event_ms - arrival_ms) // 1000}s after arrival")
-    schema = rules.schemas.get(event_type)
     if schema is not None:
         try:
             schema(event)
         except Exception as exc:  # fastjsonschema.JsonSchemaException and friends
             return Invalid(Reason.SCHEMA, str(exc))
-    elif rules.strict_types and not _known(event_type, rules):
+    elif unknown:
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
     # The values the metrics read (userId above): group and distinct values' lengths, summed numbers' ranges.
-    if plan[3]:
+    # A top-level string within the limit (nearly every group value) passes here, without the cost of a call;
+    # any other top-level value, and deeper paths and summed numbers (plan[3]), are value_problem's to judge.
+    look = plan[3]
+    if plan[0]:  # (most types have no such keys: no loop)
+        for key in plan[0]:
+            value = event.get(key)
+            if type(value) is not str or len(value) > rules.max_value_chars:
+                look = True
+                break
+    if look:
         problem = value_problem(event, plan, rules.max_value_chars, exact)
-        if problem is READ_EXACTLY:
-            return READ_AGAIN
         if problem is not None:
-            return Invalid(*problem)
+            return READ_AGAIN if problem is READ_EXACTLY else Invalid(*problem)
     return event_type, event_ms
 
 

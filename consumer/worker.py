@@ -57,6 +57,7 @@ RecordFields = tuple[bytes, str, int, str, int]
 _Valid = tuple[dict[str, Any], str, int, Position, ForwardPair | None]
 _EAGER_LOADS = 4  # windows loaded at once when first met in a batch (then one load at its end)
 _FOLD_CHUNK = 200  # events folded at a time while all their windows are in memory
+_CR = ord("\r")  # (an int: `int in bytes` is a plain memchr, `bytes in bytes` is not)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,6 @@ class ShardWorker:
         # to _EAGER_LOADS loads a batch; after that the rest of the batch waits for one load at its end,
         # as folding must follow the records' order.
         unfolded: list[_Valid] = []
-        append = unfolded.append
         missing: set[WindowKey] = set()
         loads = 0
         low = high = 0  # the event times whose windows were looked at last: [low, high)
@@ -220,18 +220,18 @@ class ShardWorker:
                                 queued.setdefault(name, []).append for name in sinks_for(event_type)
                             )
                         if appends:
-                            # The event's own line as it came (one line: no CR either), else its JSON.
-                            if text is not None and b"\r" not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
+                            # The event's own line as it came (one line: no CR either, and short enough with
+                            # its newline), else its JSON.
+                            if text is not None and _CR not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
                                 body = text
                             else:
                                 body = to_json_bytes(obj)
-                            size = len(body)
-                            if size + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                                detail = f"event of {size} bytes is larger than a forward sink accepts"
-                                self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
-                                continue
+                                if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
+                                    detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
+                                    self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
+                                    continue
                             forward = (partition_key, body)
-                            forward_bytes += size
+                            forward_bytes += len(body)
                             for add in appends:
                                 add(forward)
                     if not low <= event_ms < high:  # (low >= late_before: an event inside is not late)
@@ -243,7 +243,8 @@ class ShardWorker:
                             if absent:
                                 self._load(absent)
                             late = True
-                            append((obj, event_type, event_ms, (seq, sub, index), forward, keep))  # type: ignore[arg-type]
+                            late_event = (obj, event_type, event_ms, (seq, sub, index), forward, keep)
+                            unfolded.append(late_event)  # type: ignore[arg-type]
                             continue
                         low, high, absent = span(event_ms)
                         if absent:
@@ -252,7 +253,8 @@ class ShardWorker:
                                 self._load(absent)
                             else:
                                 missing.update(absent)
-                    append((obj, event_type, event_ms, (seq, sub, index), forward))
+                    # (`unfolded.append`, not a hoisted `append`: CPython 3.11 specialises the method call)
+                    unfolded.append((obj, event_type, event_ms, (seq, sub, index), forward))
                 else:
                     break  # every event was read as it must be
                 # Undo what this reading did, and read the record again exactly.
