@@ -37,8 +37,11 @@ class DlqDrain:
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
-    def drain(self) -> None:
-        while True:
+    def drain(self, calls: int | None = None) -> None:
+        """Receive and delete until the queue is empty, or at most `calls` receives (a running worker may
+        never let it be empty)."""
+        while calls is None or calls > 0:
+            calls = None if calls is None else calls - 1
             batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=300)
             messages = batch.get("Messages", [])
             if not messages:

@@ -30,7 +30,7 @@ import pytest
 from tests.integration.conftest import Stack, Worker, wait_for
 from tests.integration.reference import DEFAULT_CONFIG, Reference, read_config, read_events
 from tests.integration.test_kcl_end_to_end import checkpoints, cli, last_sequence_per_shard
-from tests.integration.verify import DlqReader, store_problems
+from tests.integration.verify import DlqReader, partial_positions, store_problems
 
 pytestmark = pytest.mark.integration
 
@@ -74,19 +74,7 @@ def seq_of(checkpoint: str | None) -> int:
 
 def durable_positions(stack: Stack) -> dict[str, int]:
     """Per shard, the highest sequence number any of its partials in DynamoDB includes."""
-    dynamodb = stack.client("dynamodb")
-    out: dict[str, int] = {}
-    pages = dynamodb.get_paginator("scan").paginate(
-        TableName=stack.settings.metrics_table,
-        ProjectionExpression="#s, #p",
-        ExpressionAttributeNames={"#s": "shard", "#p": "position"},
-        ConsistentRead=True,
-    )
-    for page in pages:
-        for item in page["Items"]:
-            shard, seq = item["shard"]["S"], int(item["position"]["S"].split(".")[0])
-            out[shard] = max(out.get(shard, -1), seq)
-    return out
+    return {shard: int(position.split(".")[0]) for shard, position in partial_positions(stack).items()}
 
 
 def durable_past_checkpoint(stack: Stack, at: dict[str, str]) -> bool:

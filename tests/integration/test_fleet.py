@@ -253,8 +253,24 @@ def test_three_workers_share_six_shards_hand_over_on_sigterm_and_take_over_after
             return "lease lost" if frozen_shards <= shards_logging(after, "lease lost") else None
 
         summary["freeze"]["outcome"] = wait_for(stood_down, 120, "the resumed worker stood down", interval=1)
-        # It owns no lease any more (the KCL refuses a checkpoint from a worker without the lease).
-        assert not any(owner == frozen for owner in owners(s).values() if owner), owners(s)
+
+        def kept_nothing_it_lost() -> dict[str, Any] | None:
+            """The resumed worker is live again, so the leader may hand it leases afresh; a lease it owns now
+            must be such a new assignment, started again from the shard's checkpoint (initialized after the
+            resume), never one it held through the freeze. None while a new assignment is not picked up yet."""
+            if workers[frozen].process.poll() is not None:
+                return {"exited": True}  # its processor's write was refused and the daemon exited: it holds nothing
+            fresh = shards_logging(workers[frozen].logs()[log_before:], "shard initialized")
+            mine = {shard for shard, owner in owners(s).items() if owner == frozen}
+            if not mine <= fresh:
+                return None
+            return {"reassigned_after_resume": sorted(mine)}
+
+        try:
+            summary["freeze"].update(wait_for(kept_nothing_it_lost, 60, "the resumed worker to hold only new leases"))
+        except AssertionError as timeout:
+            log = workers[frozen].logs()[log_before:][-4000:]
+            raise AssertionError(f"owners {owners(s)}; the resumed worker's log:\n{log}") from timeout
         if workers[frozen].process.poll() is not None:  # the zombie exited: the orchestrator restarts it
             workers[frozen] = start(frozen)
         mark("frozen_and_resumed")

@@ -55,7 +55,7 @@ from streamkpi.generator import EventGenerator, PlannedEvent, PlannedRecord
 from tests.integration.conftest import Stack, Worker, wait_for
 from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, read_config, read_events
-from tests.integration.verify import store_problems
+from tests.integration.verify import partial_positions, store_problems
 
 pytestmark = pytest.mark.integration
 
@@ -202,28 +202,16 @@ def lease_positions(stack: Stack) -> dict[str, tuple[str, int]]:
 
 
 def durable_positions(stack: Stack) -> dict[str, str]:
-    """Per shard, the highest position (seq.sub.index, zero-padded) any of its partials in DynamoDB includes."""
-    out: dict[str, str] = {}
-    pages = (
-        stack.client("dynamodb")
-        .get_paginator("scan")
-        .paginate(
-            TableName=stack.settings.metrics_table,
-            ProjectionExpression="#s, #p",
-            ExpressionAttributeNames={"#s": "shard", "#p": "position"},
-            ConsistentRead=True,
-        )
-    )
-    for page in pages:
-        for item in page["Items"]:
-            shard, position = item["shard"]["S"], item["position"]["S"]
-            out[shard] = max(out.get(shard, ""), position)
-    return {shard: ".".join(str(int(part)) for part in position.split(".")) for shard, position in out.items()}
+    """Per shard, the highest position (seq.sub.index) any of its partials in DynamoDB includes."""
+    return {
+        shard: ".".join(str(int(part)) for part in position.split("."))
+        for shard, position in partial_positions(stack).items()
+    }
 
 
 class Letters(DlqDrain):
     """The DLQ's letters, every copy of every identity kept: read in the background (`start`), or when the test
-    decides (`drain_some`, `drain`)."""
+    decides (`drain`, with or without a cap on receives)."""
 
     def __init__(self, stack: Stack) -> None:
         super().__init__(stack)
@@ -231,19 +219,6 @@ class Letters(DlqDrain):
 
     def keep(self, body: dict[str, Any]) -> None:
         self.received.setdefault(body["id"], []).append(body["reason"])
-
-    def drain_some(self, calls: int = 5) -> None:
-        """At most `calls` receives: `drain` goes on until the queue is empty, which a running worker defers."""
-        for _ in range(calls):
-            batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=300)
-            messages = batch.get("Messages", [])
-            if not messages:
-                return
-            for message in messages:
-                self.keep(json.loads(message["Body"]))
-            self.messages += len(messages)
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-            assert not self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries).get("Failed")
 
     def reasons(self) -> dict[str, str]:
         out = {}
@@ -376,7 +351,7 @@ def test_sigkill_inside_an_aggregated_record_then_restart_counts_every_user_reco
             lease = lease_positions(s)
             sending = sender.is_alive()
             assert sending or lease != truth.last, f"the worker finished before a kill inside a record: {summary}"
-            letters.drain_some()
+            letters.drain(calls=5)
             past = past_checkpoint(letters, lease)
             if past and past != seen:  # new letters past a checkpoint: look at the worker frozen
                 frozen = time.monotonic()

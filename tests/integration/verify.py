@@ -126,3 +126,24 @@ def assert_counts_in_both_stores(stack: Stack, *truths: dict[str, Any]) -> None:
     assert sum(sum(groups.values()) for groups in expected.values()) == sum(t["valid"] for t in truths)
     assert stored_counts(stack, "dynamodb", from_ms, to_ms) == expected
     assert stored_counts(stack, "redis", from_ms, to_ms) == expected
+
+
+def partial_positions(stack: Stack) -> dict[str, str]:
+    """Per shard, the highest position (`seq.sub.index`, zero-padded: string order is number order) that any
+    of its partials in DynamoDB includes."""
+    out: dict[str, str] = {}
+    pages = (
+        stack.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=stack.settings.metrics_table,
+            ProjectionExpression="#s, #p",
+            ExpressionAttributeNames={"#s": "shard", "#p": "position"},
+            ConsistentRead=True,
+        )
+    )
+    for page in pages:
+        for item in page["Items"]:
+            shard, position = item["shard"]["S"], item["position"]["S"]
+            out[shard] = max(out.get(shard, ""), position)
+    return out
