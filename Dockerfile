@@ -16,6 +16,8 @@ COPY consumer/ consumer/
 COPY aggregations/ aggregations/
 COPY replay/ replay/
 COPY dashboard/ dashboard/
+COPY deadletters/ deadletters/
+COPY devstack/ devstack/
 
 # Java 17 JRE (Debian), the pinned Python dependencies and the sha256-pinned KCL jars; no redis-server,
 # the worker talks to a Redis elsewhere. Then drop apt's lists to keep the image small.

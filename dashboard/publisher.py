@@ -184,7 +184,7 @@ def content_type(name: str) -> str:
 
 class DlqSampler:
     """The DLQ as the page shows it: SQS's approximate counts at every publish, and every `every_seconds`
-    a sample of up to `limit` messages counted by reason. Reading never deletes (consumer.dlq_admin's
+    a sample of up to `limit` messages counted by reason. Reading never deletes (deadletters.admin's
     Scanner: received with a short visibility timeout, made visible again right after). Each sample
     raises the messages' receive count, so with a redrive policy on the DLQ itself keep it rare (or 0:
     off)."""
@@ -209,7 +209,7 @@ class DlqSampler:
         self.complete = False
 
     def read(self, now: int) -> DlqReading:
-        from consumer import dlq_admin
+        from deadletters import admin as dlq_admin
 
         if self._sqs is None:
             self._sqs = self._sqs_factory()
@@ -229,7 +229,7 @@ class DlqSampler:
         )
 
     def _sample(self, now: int, visible: int) -> None:
-        from consumer import dlq_admin
+        from deadletters import admin as dlq_admin
 
         assert self._url is not None  # resolved by read()
         scanner = dlq_admin.Scanner(self._sqs, self._url, self.visibility_timeout, self.wait_seconds)

@@ -62,8 +62,8 @@ from consumer.protocol import KclRecord, load_action  # noqa: E402
 from consumer.protocol import b64decode as protocol_b64decode  # noqa: E402
 from consumer.sinks import ForwardPair, MemorySink  # noqa: E402
 from consumer.worker import Cadence, ShardWorker  # noqa: E402
+from devstack.generator import EventGenerator, PlannedRecord  # noqa: E402
 from streamkpi.config import AppConfig, load_config  # noqa: E402
-from streamkpi.generator import EventGenerator, PlannedRecord  # noqa: E402
 
 SEED = 20_241_117
 START_MS = 1_763_337_600_000  # 2025-11-17T00:00:00Z

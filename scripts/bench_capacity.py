@@ -4,7 +4,7 @@
 The processor's own rate (scripts/bench.py) leaves out the daemon: GetRecords, the JVM's JSON and base64
 of every record, the pipe to the child, checkpoints through DynamoDB, and the stores. This script
 measures events/s through all of it, on a local stack of its own (moto over hypercorn and a real
-redis-server on free ports, its own state folder, started by `streamkpi.local_stack.up`; kinesis-local
+redis-server on free ports, its own state folder, started by `devstack.local_stack.up`; kinesis-local
 for Kinesis instead when it serves records faster):
 
 0. emulator: the seeded generator's first records are put into a one-shard stream of moto and of the
@@ -73,8 +73,9 @@ for _path in (ROOT, ROOT / "scripts"):
 
 from benchdoc import cpu_model, write_block  # noqa: E402
 
-from streamkpi import kcl_daemon, local_stack, resources  # noqa: E402
-from streamkpi.generator import EventGenerator  # noqa: E402
+from devstack import local_stack, resources  # noqa: E402
+from devstack.generator import EventGenerator  # noqa: E402
+from streamkpi import kcl_daemon  # noqa: E402
 from streamkpi.settings import Settings  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bench-capacity:start -->", "<!-- bench-capacity:end -->"
@@ -739,12 +740,12 @@ def round_trips(stack: Stack, settings: Settings, calls: int = 10) -> dict[str, 
 
 @contextlib.contextmanager
 def moto_of_its_own(log: Path, site: Path | None) -> Iterator[tuple[str, int]]:
-    """A second moto server (the same `streamkpi.moto_server`) that serves Kinesis only: (endpoint, pid)."""
+    """A second moto server (the same `devstack.moto_server`) that serves Kinesis only: (endpoint, pid)."""
     port = free_port()
     env = {**os.environ}
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
-    command = [sys.executable, "-m", "streamkpi.moto_server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "devstack.moto_server", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

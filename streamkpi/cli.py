@@ -96,7 +96,7 @@ def settings_command(
 @local_app.command("up")
 def local_up() -> None:
     """Start moto and redis-server on 127.0.0.1, create the resources, write the env file."""
-    from streamkpi import local_stack
+    from devstack import local_stack
 
     settings = _settings()
     try:
@@ -112,7 +112,7 @@ def local_up() -> None:
 @local_app.command("down")
 def local_down() -> None:
     """Stop exactly the processes `local up` started (by pid)."""
-    from streamkpi import local_stack
+    from devstack import local_stack
 
     stopped = local_stack.down(_settings())
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -121,7 +121,7 @@ def local_down() -> None:
 @local_app.command("status")
 def local_status() -> None:
     """Say what runs."""
-    from streamkpi import local_stack
+    from devstack import local_stack
 
     rows = local_stack.status(_settings())
     for row in rows:
@@ -154,8 +154,8 @@ def generate(
     """Send realistic browser/business events (with a chosen fraction of invalid ones) to the stream."""
     import time
 
+    from devstack.producer import GenerateError, run_generate
     from streamkpi.app import Services
-    from streamkpi.producer import GenerateError, run_generate
 
     settings = _settings()
     start_ms = parse_time_ms(start, "--start") if start else None
@@ -184,8 +184,8 @@ def demo(
     invalid_fraction: Annotated[float, typer.Option(help="Fraction of invalid events.", min=0, max=1)] = 0.02,
 ) -> None:
     """Local stack + steady traffic + the worker, until Ctrl-C (which stops everything it started)."""
-    from streamkpi import local_stack
-    from streamkpi.demo import run_demo
+    from devstack import local_stack
+    from devstack.demo import run_demo
 
     settings = _settings()
     try:
@@ -400,7 +400,7 @@ _DLQ_VISIBILITY_HELP = "Seconds the scanned messages stay hidden (they are made 
 
 def _dlq_clients(settings: Settings) -> tuple[object, object, str]:
     """(sqs, s3, queue url) of the configured DLQ, or a message that says what to do."""
-    from consumer.dlq_admin import DlqAdminError, resolve_queue
+    from deadletters.admin import DlqAdminError, resolve_queue
     from streamkpi.app import Services
 
     services = Services(settings)
@@ -425,8 +425,8 @@ def dlq_stats(
     """Count every message in the DLQ by reason (nothing is deleted), with SQS's approximate counts."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from consumer import dlq_admin
     from consumer.reasons import REASON_DOCS
+    from deadletters import admin as dlq_admin
 
     sqs, _, url = _dlq_clients(_settings())
     try:
@@ -466,7 +466,7 @@ def dlq_peek(
     """Show N messages with a preview of their payload; none is deleted."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from consumer import dlq_admin
+    from deadletters import admin as dlq_admin
 
     settings = _settings()
     sqs, s3, url = _dlq_clients(settings)
@@ -506,9 +506,9 @@ def dlq_redrive(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from consumer import dlq_admin
-    from consumer import redrive as redrive_mod
-    from consumer.redrive_dynamodb import DynamoDbRedriveLedger
+    from deadletters import admin as dlq_admin
+    from deadletters import redrive as redrive_mod
+    from deadletters.ledger_dynamodb import DynamoDbRedriveLedger
     from streamkpi.app import Services
     from streamkpi.config import ConfigError, load_config
 

@@ -30,8 +30,8 @@ from consumer.dlq import SqsDeadLetterQueue
 from consumer.processor import RecordProcessor
 from consumer.sinks import EventSink, FirehoseSink, KinesisStreamSink
 from consumer.worker import Cadence, ShardWorker
+from devstack.resources import ensure_table
 from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
-from streamkpi.resources import ensure_table
 from tests.functional import moto_aws
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
 

@@ -1,4 +1,4 @@
-"""DLQ operations (consumer/dlq_admin.py, consumer/redrive.py and `streamkpi dlq ...`) against moto
+"""DLQ operations (deadletters/admin.py, deadletters/redrive.py and `streamkpi dlq ...`) against moto
 in-process: stats and peek count and show without deleting; redrive puts what now validates back into
 the stream (same bytes, same partition key) and deletes only that, each letter once across runs and
 crashes; --dry-run changes nothing; a payload is read only from the DLQ's bucket and prefix."""
@@ -20,8 +20,6 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from typer.testing import CliRunner
 
-from consumer import dlq_admin
-from consumer import redrive as redrive_mod
 from consumer.dlq import (
     MAX_PAYLOAD_BYTES,
     DeadLetter,
@@ -31,11 +29,13 @@ from consumer.dlq import (
     letter_payload,
     s3_key,
 )
-from consumer.redrive_dynamodb import DynamoDbRedriveLedger
-from consumer.redrive_ledger import DEFAULT_TIMING, new_entry, shards_for_key
 from consumer.validate import Rules
+from deadletters import admin as dlq_admin
+from deadletters import redrive as redrive_mod
+from deadletters.ledger import DEFAULT_TIMING, new_entry, shards_for_key
+from deadletters.ledger_dynamodb import DynamoDbRedriveLedger
+from devstack.resources import ensure_table
 from streamkpi.cli import app
-from streamkpi.resources import ensure_table
 from tests.functional.moto_aws import read_stream
 from tests.unit.test_redrive_ledger import check_ledger_conditions
 

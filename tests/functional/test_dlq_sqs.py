@@ -24,7 +24,7 @@ from consumer.dlq import (
     letter_payload,
     s3_key,
 )
-from streamkpi.resources import ensure_bucket, ensure_dlq_payload_expiry
+from devstack.resources import ensure_bucket, ensure_dlq_payload_expiry
 
 BUCKET = "archive"
 

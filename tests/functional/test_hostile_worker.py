@@ -30,8 +30,8 @@ from consumer.reasons import Reason
 from consumer.sinks import MemorySink
 from consumer.validate import READ_AGAIN, Invalid, check_event
 from consumer.worker import Cadence, FatalError, InRecord, ShardWorker
+from devstack.resources import ensure_table
 from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
-from streamkpi.resources import ensure_table
 from tests.functional.test_processor import Rig, record
 
 CONFIG = load_config(None)

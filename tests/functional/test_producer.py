@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 
 from consumer.decode import decode_record
 from consumer.validate import Invalid, Rules, validate_event
-from streamkpi.generator import INVALID_REASONS, EventGenerator, PlannedRecord, Truth, event_count
-from streamkpi.producer import LINGER_MS, GenerateError, run_generate
+from devstack.generator import INVALID_REASONS, EventGenerator, PlannedRecord, Truth, event_count
+from devstack.producer import LINGER_MS, GenerateError, run_generate
 from tests.functional import moto_aws
 
 STREAM = "events"

@@ -24,8 +24,8 @@ from consumer.dlq import MemoryDeadLetterQueue
 from consumer.processor import RecordProcessor
 from consumer.sinks import MemorySink
 from consumer.worker import Cadence, ShardWorker
+from devstack.resources import ensure_table
 from streamkpi.config import load_config
-from streamkpi.resources import ensure_table
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
 
 REGION = "us-east-1"

@@ -24,7 +24,7 @@ import boto3
 import pytest
 import redis
 
-from streamkpi import local_stack, resources
+from devstack import local_stack, resources
 from streamkpi.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -49,8 +49,8 @@ import pytest
 from aggregations.query import shape
 from consumer.bounds import Limits
 from consumer.dlq import letter_payload
+from devstack.generator import EventGenerator, Truth
 from streamkpi.app import Services
-from streamkpi.generator import EventGenerator, Truth
 from streamkpi.settings import Settings
 from tests.integration.conftest import Stack, Worker, wait_for
 from tests.integration.dlq_drain import DlqDrain

@@ -51,7 +51,7 @@ import pytest
 from aws_kinesis_agg.aggregator import AggRecord, RecordAggregator
 
 from consumer.reasons import Reason
-from streamkpi.generator import EventGenerator, PlannedEvent, PlannedRecord
+from devstack.generator import EventGenerator, PlannedEvent, PlannedRecord
 from tests.integration.conftest import Stack, Worker, wait_for
 from tests.integration.dlq_drain import DlqDrain
 from tests.integration.reference import DEFAULT_CONFIG, Reference, read_config, read_events

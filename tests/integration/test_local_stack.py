@@ -92,7 +92,7 @@ def test_resources_exist_and_the_lease_table_is_seeded_per_shard(stack: Stack) -
         ExpressionAttributeValues={":c": {"S": "49000"}},
     )
     stack.fresh  # noqa: B018 - the fixture stays usable
-    from streamkpi import resources
+    from devstack import resources
 
     resources.create_all(s, fresh.client)
     item = dynamodb.get_item(TableName=s.app_name, Key={"leaseKey": {"S": shard_ids[0]}})["Item"]

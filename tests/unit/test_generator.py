@@ -15,8 +15,7 @@ from aggregations.windows import window_start
 from consumer.decode import decode_record
 from consumer.reasons import Reason
 from consumer.validate import Invalid, Rules, parse_timestamp_ms, validate_event
-from streamkpi.config import default_config_text, parse_config
-from streamkpi.generator import (
+from devstack.generator import (
     EVENT_TYPES,
     INVALID_REASONS,
     TIMESTAMP_STYLES,
@@ -26,7 +25,8 @@ from streamkpi.generator import (
     event_count,
     format_timestamp,
 )
-from streamkpi.producer import run_generate
+from devstack.producer import run_generate
+from streamkpi.config import default_config_text, parse_config
 
 START_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 EVENTS = 5_000

@@ -37,8 +37,8 @@ from consumer.reasons import Reason
 from consumer.sinks import MemorySink
 from consumer.validate import EVENT_TYPE, Invalid, Rules, TimestampError, Valid, parse_timestamp_ms, validate_event
 from consumer.worker import Cadence, InRecord, ShardWorker
+from devstack.generator import EventGenerator
 from streamkpi.config import default_config_text, load_config, parse_config
-from streamkpi.generator import EventGenerator
 
 # -- the references: the plain implementations the fast paths replaced ---------------------------------
 

@@ -1,4 +1,4 @@
-"""The redrive ledger's pure parts (consumer/redrive_ledger.py): decisions, the search span, the shard a
+"""The redrive ledger's pure parts (deadletters/ledger.py): decisions, the search span, the shard a
 partition key hashes to, and the in-memory ledger's conditions."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.redrive_ledger import (
+from deadletters.ledger import (
     DEFAULT_TIMING,
     Action,
     MemoryRedriveLedger,

@@ -1,4 +1,4 @@
-"""The search for an interrupted redrive's records (consumer/redrive_search.py) over a small fake
+"""The search for an interrupted redrive's records (deadletters/search.py) over a small fake
 Kinesis whose records have arrival times a test chooses."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumer.redrive_ledger import DEFAULT_TIMING, MemoryRedriveLedger, new_entry
-from consumer.redrive_search import find_puts
+from deadletters.ledger import DEFAULT_TIMING, MemoryRedriveLedger, new_entry
+from deadletters.search import find_puts
 
 T0 = 1_800_000_000_000
 HOUR = 3_600_000

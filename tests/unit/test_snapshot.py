@@ -36,7 +36,7 @@ from dashboard.snapshot import (
     top_pages_section,
     users_section,
 )
-from streamkpi.generator import EVENT_TYPES
+from devstack.generator import EVENT_TYPES
 
 NOW = 1_764_417_125_000  # 2025-11-29T11:52:05Z
 MINUTE = NOW - NOW % MINUTE_MS

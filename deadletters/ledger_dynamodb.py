@@ -16,8 +16,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.dlq_admin import DlqAdminError
-from consumer.redrive_ledger import DONE, PENDING, LedgerEntry
+from deadletters.admin import DlqAdminError
+from deadletters.ledger import DONE, PENDING, LedgerEntry
 
 LETTER_SK = "letter"
 CLAIM_SK = "claim"

@@ -26,7 +26,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumer.bounds import DEFAULT_LIMITS, Limits
 from consumer.dlq import DEFAULT_S3_PREFIX, PayloadUnavailableError, letter_payload, plan_batches
-from consumer.dlq_admin import (
+from consumer.sinks import backoff_seconds
+from consumer.validate import Rules
+from deadletters.admin import (
     KINESIS_MAX_BATCH_BYTES,
     KINESIS_MAX_BATCH_RECORDS,
     PAYLOAD_UNAVAILABLE,
@@ -39,7 +41,7 @@ from consumer.dlq_admin import (
     Scanner,
     judge,
 )
-from consumer.redrive_ledger import (
+from deadletters.ledger import (
     DEFAULT_TIMING,
     Action,
     LedgerEntry,
@@ -49,9 +51,7 @@ from consumer.redrive_ledger import (
     may_put,
     new_entry,
 )
-from consumer.redrive_search import find_puts
-from consumer.sinks import backoff_seconds
-from consumer.validate import Rules
+from deadletters.search import find_puts
 
 log = logging.getLogger("streamkpi.redrive")
 

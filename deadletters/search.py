@@ -19,8 +19,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumer.redrive_ledger import DEFAULT_TIMING, LedgerEntry, Timing, record_matches, shards_for_key
 from consumer.sinks import backoff_seconds
+from deadletters.ledger import DEFAULT_TIMING, LedgerEntry, Timing, record_matches, shards_for_key
 
 log = logging.getLogger("streamkpi.redrive")
 

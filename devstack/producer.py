@@ -19,7 +19,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from consumer.sinks import RETRYABLE_CODES  # whole-call errors worth another try (shared with the sinks)
-from streamkpi.generator import EventGenerator, PlannedRecord, Truth, event_count
+from devstack.generator import EventGenerator, PlannedRecord, Truth, event_count
 
 log = logging.getLogger("streamkpi.generate")
 
@@ -179,7 +179,7 @@ def run_generate(
     Pacing is relative: event i is due `i / rate` seconds (by `now_ms`) after the call started, whatever
     `start_ms` (the event time of event 0, default now) says. The truth file is written even when sending
     stops early: it holds exactly the records Kinesis acknowledged. So does `events_path`, the valid
-    events with their identities as NDJSON (see streamkpi.generator), also replaced atomically.
+    events with their identities as NDJSON (see devstack.generator), also replaced atomically.
     """
     began = now_ms()
     first_ms = began if start_ms is None else start_ms

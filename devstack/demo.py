@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from streamkpi import local_stack
+from devstack import local_stack
 from streamkpi.settings import Settings
 
 WORKER_GRACE_SECONDS = 60.0

@@ -3,7 +3,7 @@
 Pure helpers (message parsing, counting, previews, the redrive verdict) under a thin I/O shell over
 boto3 clients. Reading never deletes: messages are received with a visibility timeout, each counted
 once by MessageId, and made visible again (visibility 0) afterwards. The redrive itself (exactly once
-across runs, through a ledger) is in `consumer/redrive.py`.
+across runs, through a ledger) is in `deadletters/redrive.py`.
 """
 
 from __future__ import annotations

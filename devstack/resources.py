@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from consumer.dlq import DEFAULT_S3_PREFIX
 from streamkpi.settings import Settings
 
-log = logging.getLogger("streamkpi.resources")
+log = logging.getLogger("devstack.resources")
 
 ClientFactory = Callable[[str], Any]
 # moto accepts any role; on real AWS the delivery stream needs a role that may write the bucket.

@@ -24,7 +24,7 @@ from pathlib import Path
 import boto3
 import redis
 
-from streamkpi import resources
+from devstack import resources
 from streamkpi.settings import Settings, write_env_file
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -49,7 +49,7 @@ class Service:
         return f"{scheme}://127.0.0.1:{self.port(settings)}"
 
 
-MOTO = Service("moto", "STREAMKPI_LOCAL_PORT", "streamkpi.moto_server")
+MOTO = Service("moto", "STREAMKPI_LOCAL_PORT", "devstack.moto_server")
 REDIS = Service("redis", "STREAMKPI_REDIS_PORT", "redis-server")
 SERVICES = (MOTO, REDIS)
 
@@ -101,7 +101,7 @@ def _port_free(port: int) -> bool:
 def _command(settings: Settings, service: Service) -> list[str]:
     port = str(service.port(settings))
     if service is MOTO:
-        return [sys.executable, "-m", "streamkpi.moto_server", "--host", "127.0.0.1", "--port", port]
+        return [sys.executable, "-m", "devstack.moto_server", "--host", "127.0.0.1", "--port", port]
     server = shutil.which("redis-server")
     if not server:
         raise LocalStackError("redis-server is not installed; run `make setup` (or apt-get install redis-server).")

@@ -3,7 +3,7 @@
 The KCL's Kinesis client speaks HTTP/2 only, which moto's own werkzeug server cannot answer; hypercorn
 serving moto's WSGI app answers both, for Kinesis, DynamoDB, SQS, S3 and Firehose alike.
 
-    python -m streamkpi.moto_server --port 4566      (binds 127.0.0.1 only)
+    python -m devstack.moto_server --port 4566      (binds 127.0.0.1 only)
 """
 
 from __future__ import annotations
