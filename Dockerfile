@@ -13,15 +13,16 @@ COPY requirements.txt requirements-kcl.txt pyproject.toml README.md ./
 COPY scripts/ scripts/
 COPY streamkpi/ streamkpi/
 COPY consumer/ consumer/
+COPY delivery/ delivery/
 COPY aggregations/ aggregations/
 COPY replay/ replay/
 COPY dashboard/ dashboard/
 COPY deadletters/ deadletters/
-COPY devstack/ devstack/
 
 # Java 17 JRE (Debian), the pinned Python dependencies and the sha256-pinned KCL jars; no redis-server,
-# the worker talks to a Redis elsewhere. Then drop apt's lists to keep the image small.
-RUN scripts/setup.sh --no-redis \
+# the worker talks to a Redis elsewhere, and not the local extra (devstack, moto, hypercorn), a stand-in
+# for AWS the worker never needs. Then drop apt's lists to keep the image small.
+RUN scripts/setup.sh --no-redis --no-local \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/streamkpi --create-home streamkpi
 

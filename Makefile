@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: ## Install what is missing: Java 17, redis-server, chromium, .venv with pinned deps and the KCL jars
+setup: ## Install what is missing: Java 17, redis-server, chromium, .venv with pinned deps (the local stack's too) and the KCL jars
 	@scripts/setup.sh --dev --browser
 
 demo: ## Install what the demo needs (Java 17, redis-server, .venv, the KCL jars), start the local stack, send traffic, run the worker and serve the dashboard (Ctrl-C stops all)

@@ -21,8 +21,9 @@ from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribu
 from pynamodb.exceptions import DeleteError, PutError, PynamoDBException
 from pynamodb.models import Model
 
+from aggregations.errors import StoreRejectedError, StoreUnavailableError
 from aggregations.partials import StoredPartial, WindowKey
-from aggregations.store import StoreRejectedError, StoreUnavailableError, decode_metrics, encode_metrics
+from aggregations.store import decode_metrics, encode_metrics
 from aggregations.windows import Resolution
 
 WINDOWS_PER_BUCKET = 1440

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from aggregations.errors import StoreUnavailableError
 from aggregations.partials import StoredPartial, WindowKey
-from aggregations.store import StoreUnavailableError
 
 
 class MemoryStore:

@@ -157,10 +157,6 @@ AGGREGATORS: dict[str, Aggregator] = {
 }
 
 
-def register_aggregator(aggregator: Aggregator) -> None:
-    AGGREGATORS[aggregator.name] = aggregator
-
-
 def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """Value at a dotted path, or _MISSING."""
     value: Any = event

@@ -474,7 +474,3 @@ def merge_partials(partials: Iterable[StoredPartial]) -> dict[str, dict[str, Any
                 value = agg.decode(raw)
                 groups[group] = value if group not in groups else agg.merge(groups[group], value)
     return merged
-
-
-def metric_kinds(partials: Iterable[StoredPartial]) -> dict[str, str]:
-    return {name: body.get("agg", "count") for p in partials for name, body in p.metrics.items()}

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from aggregations.errors import QueryError
 from aggregations.metrics import AGGREGATORS, OTHER_GROUP
 from aggregations.partials import StoredPartial, merge_partials
 from aggregations.store import AggregateStore
@@ -29,10 +30,6 @@ def to_json(value: Any, indent: bool = False) -> bytes:
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-class QueryError(ValueError):
-    """The query cannot be answered as asked; the message says what to ask instead."""
 
 
 def read_metric(

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 
+from aggregations.errors import StoreUnavailableError
 from aggregations.partials import StoredPartial, WindowKey
-from aggregations.store import StoreUnavailableError, decode_metrics, encode_metrics
+from aggregations.store import decode_metrics, encode_metrics
 from aggregations.windows import Resolution
 
 # Positions are fixed-width digit strings, so Lua's string comparison is numeric comparison.

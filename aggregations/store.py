@@ -1,4 +1,4 @@
-"""The narrow protocol every aggregate store implements, its errors, and the shared codec."""
+"""The narrow protocol every aggregate store implements and the shared codec (its errors: aggregations.errors)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+# (re-exported: callers catch the store errors where they use the store)
+from aggregations.errors import StoreError as StoreError
+from aggregations.errors import StoreRejectedError as StoreRejectedError
+from aggregations.errors import StoreUnavailableError as StoreUnavailableError
 from aggregations.partials import StoredPartial, WindowKey
-
-
-class StoreError(Exception):
-    """Base of store errors."""
-
-
-class StoreUnavailableError(StoreError):
-    """The store did not answer or refused for a transient reason: back off, do not checkpoint."""
-
-
-class StoreRejectedError(StoreError):
-    """The store refused items as invalid (e.g. over its item size limit): retrying cannot help. The
-    bounds should make this impossible; the worker folds the windows' groups and writes them again."""
-
-    def __init__(self, message: str, keys: Sequence[WindowKey]) -> None:
-        super().__init__(message)
-        self.keys = list(keys)
 
 
 class AggregateStore(Protocol):

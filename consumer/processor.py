@@ -17,16 +17,15 @@ from typing import Any, NoReturn
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as v3
 
-from consumer.protocol import KCLReader, b64decode
-from consumer.worker import FatalError, ShardWorker
+from consumer.errors import FatalError, LeaseLostError
+from consumer.protocol import pipeline_records
+from consumer.worker import ShardWorker
+from delivery.backoff import Backoff
 
+CHECKPOINT_BACKOFF = Backoff(base_s=0.2, max_s=5.0)  # between checkpoints the KCL refused as throttled
 log = logging.getLogger("streamkpi.processor")
 
 WorkerFactory = Callable[[str], ShardWorker]
-
-
-class LeaseLostError(Exception):
-    """Checkpointing failed with ShutdownException: another worker has the lease. Stop writing."""
 
 
 class RecordProcessor(v3.RecordProcessorBase):
@@ -69,12 +68,7 @@ class RecordProcessor(v3.RecordProcessorBase):
         if self.lease_gone:
             return  # a zombie must not write; KCL will shut this processor down
         worker = self._worker()
-        # (data, sequenceNumber, subSequenceNumber, partitionKey, arrival ms): the fields of an InRecord
-        records = [
-            (b64decode(r.data), r.sequence_number, int(r.sub_sequence_number or 0), r.partition_key, r.timestamp_millis)
-            for r in process_records_input.records
-        ]
-        worker.process(records)
+        worker.process(pipeline_records(process_records_input.records))
         worker.stats.last = {"millis_behind_latest": process_records_input.millis_behind_latest}
         if worker.durable_due() or worker.checkpoint_due():
             worker.flush_durable()
@@ -128,7 +122,7 @@ class RecordProcessor(v3.RecordProcessorBase):
             except CheckpointError as exc:
                 error = exc.value
                 if error == "ThrottlingException" and attempt < self.checkpoint_attempts:
-                    self.sleep(min(0.2 * 2**attempt, 5.0))
+                    self.sleep(CHECKPOINT_BACKOFF.delay_s(attempt))
                     continue
                 if error == "ShutdownException":
                     raise LeaseLostError(f"shard {self.shard_id}: checkpoint refused, lease lost") from exc
@@ -148,20 +142,3 @@ class RecordProcessor(v3.RecordProcessorBase):
         except Exception:
             log.exception(f"{what}: unexpected error; exiting without checkpoint", extra={"shard": self.shard_id})
             self.exit(3)
-
-
-def main() -> None:
-    """Entry point of the `streamkpi-processor` executable that the MultiLangDaemon starts per shard."""
-    from streamkpi.app import bootstrap, build_worker_factory
-
-    settings = bootstrap()
-    try:
-        factory = build_worker_factory(settings)
-    except Exception:
-        log.exception("cannot start the record processor")
-        sys.exit(3)
-    KCLReader(RecordProcessor(factory)).run()
-
-
-if __name__ == "__main__":
-    main()

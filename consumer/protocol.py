@@ -3,49 +3,25 @@
 amazon_kclpy parses each line with `json.loads` and an object hook, and its `Record` computes a local
 `datetime` for every record (`datetime.fromtimestamp`, which asks the C library for the time zone):
 together about a third of what a record costs the processor. `KCLReader` parses `processRecords` lines
-with orjson into `KclRecord`s, which offer the same public attributes as `amazon_kclpy.messages.Record`
-and compute the datetime only when asked; `b64decode` decodes their data with pybase64. Every other
-message (initialize, checkpoint responses, shutdown, ...) goes through amazon_kclpy's own parse.
+with orjson, straight into the pipeline's `Record`s (data decoded by pybase64: `b64decode`). Every other
+message (initialize, checkpoint responses, shutdown, ...), and a line orjson refuses, goes through
+amazon_kclpy's own parse; `pipeline_records` turns the library's `Record`s into the pipeline's, so the
+record processor runs under amazon_kclpy's KCLProcess as shipped too. A line the daemon cannot have
+written (not JSON, record data not base64) ends the process, as in amazon_kclpy's own loop.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pybase64
 from amazon_kclpy import dispatch, kcl, messages
 
-
-class KclRecord:
-    """A Kinesis record of a processRecords message: amazon_kclpy's `Record` API, built for less."""
-
-    __slots__ = ("_json_dict", "data", "partition_key", "sequence_number", "sub_sequence_number", "timestamp_millis")
-
-    def __init__(self, json_dict: dict[str, Any]) -> None:
-        self.sequence_number: str = json_dict["sequenceNumber"]
-        self.sub_sequence_number: int | None = json_dict["subSequenceNumber"]
-        self.timestamp_millis = int(json_dict["approximateArrivalTimestamp"])
-        self.partition_key: str = json_dict["partitionKey"]
-        self.data: str = json_dict["data"]  # base64, as sent
-        self._json_dict = json_dict
-
-    @property
-    def approximate_arrival_timestamp(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp_millis / 1000.0)  # local time, as amazon_kclpy gives it
-
-    @property
-    def binary_data(self) -> bytes:
-        return base64.b64decode(self.data)
-
-    def get(self, field: str) -> Any:
-        return self._json_dict[field]
-
-    def __getitem__(self, field: str) -> Any:
-        return self._json_dict[field]
+from consumer.pipeline import Record
 
 
 def b64decode(text: str) -> bytes:
@@ -58,15 +34,36 @@ def b64decode(text: str) -> bytes:
 
 
 def load_action(line: str | bytes) -> Any:
-    """One daemon message as amazon_kclpy's dispatchable message object."""
+    """One daemon message as amazon_kclpy's dispatchable message object; a processRecords message holds
+    the pipeline's `Record`s."""
     try:
         message = orjson.loads(line)
     except orjson.JSONDecodeError:  # orjson is stricter (e.g. lone surrogates): the library's parse decides
         return json.loads(line, object_hook=dispatch.message_decode)
     if type(message) is dict and message.get("action") == "processRecords" and type(message.get("records")) is list:
-        message["records"] = [KclRecord(record) for record in message["records"]]
+        message["records"] = [
+            (
+                b64decode(r["data"]),
+                r["sequenceNumber"],
+                int(r["subSequenceNumber"] or 0),
+                r["partitionKey"],
+                int(r["approximateArrivalTimestamp"]),
+            )
+            for r in message["records"]
+        ]
         return messages.ProcessRecordsInput(message)
     return json.loads(line, object_hook=dispatch.message_decode)  # what amazon_kclpy's load_action does
+
+
+def pipeline_records(records: Sequence[Any]) -> Sequence[Record]:
+    """The records of a processRecords message as the pipeline takes them: `KCLReader` reads them so;
+    amazon_kclpy's own `Record`s (its parse) are converted."""
+    if not records or type(records[0]) is tuple:
+        return records
+    return [
+        (b64decode(r.data), r.sequence_number, int(r.sub_sequence_number or 0), r.partition_key, r.timestamp_millis)
+        for r in records
+    ]
 
 
 class KCLReader(kcl.KCLProcess):

@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from consumer.bounds import DEFAULT_LIMITS, READ_EXACTLY, TypePlan, ValueChecks, value_problem
+from consumer.errors import TimestampError
 from consumer.reasons import Reason
 
 EVENT_TYPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -75,10 +76,6 @@ def _type_rules(event_type: str, rules: Rules) -> _TypeRules:
     if len(rules.types) < 100_000:
         rules.types[event_type] = found
     return found
-
-
-class TimestampError(ValueError):
-    pass
 
 
 def parse_timestamp_ms(value: Any) -> int:

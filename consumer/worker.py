@@ -1,8 +1,9 @@
-"""One shard's pipeline: decode -> validate -> aggregate / dead-letter, and durable flushes.
+"""One shard's pipeline: decode -> validate -> aggregate / dead-letter / forward, and durable flushes.
 
 The KCL-facing processor (processor.py) owns the protocol; this class owns the order of effects:
-dead letters, then DynamoDB, then Redis, and only then may the processor checkpoint. Stores are
-injected; time comes from an injected monotonic clock.
+dead letters and forwards, then DynamoDB, then Redis, and only then may the processor checkpoint.
+A worker is built from a few parts: the `Pipeline` it runs (shared by every shard), its `Stores`, its
+`Outputs` (dead letters, forward sinks, health) and its `Cadence` (when to flush, and the clocks).
 """
 
 from __future__ import annotations
@@ -12,62 +13,70 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
+from aggregations.errors import StoreRejectedError, StoreUnavailableError
 from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
 from aggregations.repair import repair_hot, repair_windows
-from aggregations.store import AggregateStore, LossDetecting, StoreRejectedError, StoreUnavailableError
-from consumer.bounds import Limits, to_json_bytes
+from aggregations.store import AggregateStore, LossDetecting
+from consumer.bounds import to_json_bytes
 from consumer.decode import Rejection, decode_parts, too_many_invalid
 from consumer.dlq import DeadLetter, DeadLetterSink
+from consumer.errors import FatalError, ZombieError
+from consumer.forwarding import forward_body, refusal
 from consumer.health import HealthSink, RateMeter
+from consumer.pipeline import Pipeline, Record
 from consumer.reasons import Reason
-from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, EventSink, ForwardPair
-from consumer.validate import READ_AGAIN, Invalid, Rules, check_event
-from streamkpi.config import AppConfig
+from consumer.sinks import EventSink, ForwardPair
+from consumer.validate import READ_AGAIN, Invalid, check_event
+from delivery.backoff import DEFAULT_BACKOFF, Backoff
+from delivery.errors import DeliveryUnavailableError
 
 log = logging.getLogger("streamkpi.worker")
 T = TypeVar("T")
-
-
-class FatalError(Exception):
-    """Processing cannot go on without losing or corrupting data: exit without checkpointing."""
-
-
-class ZombieError(FatalError):
-    """Another writer stored a newer partial for this shard: this worker lost its lease."""
-
-
-class InRecord(NamedTuple):
-    """A Kinesis record as the worker needs it (data already base64-decoded)."""
-
-    data: bytes
-    sequence_number: str
-    sub_sequence_number: int
-    partition_key: str
-    arrival_ms: int
-
-
-# What the worker takes: an InRecord or a plain tuple of the same fields (the processor builds those: one
-# per record on the hot path, and a plain tuple costs a fraction of a NamedTuple to build).
-RecordFields = tuple[bytes, str, int, str, int]
 
 
 # A valid event on its way: (event, eventType, event time, position, its queued forward or None).
 _Valid = tuple[dict[str, Any], str, int, Position, ForwardPair | None]
 _EAGER_LOADS = 4  # windows loaded at once when first met in a batch (then one load at its end)
 _FOLD_CHUNK = 200  # events folded at a time while all their windows are in memory
-_CR = ord("\r")  # (an int: `int in bytes` is a plain memchr, `bytes in bytes` is not)
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Stores:
+    durable: AggregateStore  # DynamoDB: the partials a restart resumes from
+    hot: AggregateStore  # Redis: the live copy the dashboard reads (it may lose data: LossDetecting)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a worker's other effects go: dead letters, forwarded events (no sinks given, as in unit tests:
+    nothing is forwarded; given, every sink a route names must be there) and its health reports."""
+
+    dead_letters: DeadLetterSink
+    sinks: Mapping[str, EventSink] | None = None
+    health: HealthSink | None = None
 
 
 @dataclass(frozen=True)
 class Cadence:
+    """When a worker flushes and checkpoints, how long it retries a store, and the clocks it goes by:
+    `clock` (monotonic seconds) for the cadence and back-off, `wall_ms` for expiries and health."""
+
     redis_flush_seconds: float = 1.0
     dynamodb_flush_seconds: float = 5.0
     checkpoint_seconds: float = 5.0
     checkpoint_records: int = 50_000
     store_retry_seconds: float = 60.0
     max_cached_windows: int = 5_000
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    backoff: Backoff = DEFAULT_BACKOFF  # between retries of a store, the DLQ or a sink
+    wall_ms: Callable[[], int] = wall_clock_ms
 
 
 @dataclass
@@ -92,45 +101,28 @@ class ShardWorker:
         self,
         shard_id: str,
         stream: str,
-        config: AppConfig,
-        durable: AggregateStore,
-        hot: AggregateStore,
-        dead_letters: DeadLetterSink,
+        pipeline: Pipeline,
+        stores: Stores,
+        outputs: Outputs,
         cadence: Cadence = Cadence(),
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        *,
-        sinks: Mapping[str, EventSink] | None = None,
-        health: HealthSink | None = None,
-        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.shard_id = shard_id
         self.stream = stream
-        self.rules: Rules = config.rules
-        self.limits: Limits = config.limits
-        # Events later than this after their arrival miss a resolution whose DynamoDB retention has passed.
-        self._late_ms = min(r.dynamodb_retention_ms for r in config.resolutions)
-        self.durable = durable
-        self.hot = hot
-        self.dead_letters = dead_letters
+        self.pipeline = pipeline
+        self.stores = stores
+        self.outputs = outputs
         self.cadence = cadence
-        self.clock = clock
-        self.sleep = sleep
-        self.resolutions = config.resolutions
-        self._resolution_by_name = {r.name: r for r in config.resolutions}
-        self.aggregates = ShardAggregates(
-            shard_id, config.metric_set, config.resolutions, max_item_bytes=self.limits.max_item_bytes
-        )
-        # No sinks given (unit tests): nothing is forwarded. Otherwise every routed sink must exist.
-        self.sinks = dict(sinks or {})
-        self.router = config.router
-        if sinks is not None:
-            missing = {name for r in config.routes for name in r.sinks} - set(self.sinks)
+        if outputs.sinks is not None:
+            missing = pipeline.router.sink_names - set(outputs.sinks)
             if missing:
                 raise ValueError(f"routes name sinks that were not built: {sorted(missing)}")
+        # Events later than this after their arrival miss a resolution whose DynamoDB retention has passed.
+        self._late_ms = min(r.dynamodb_retention_ms for r in pipeline.resolutions)
+        self._resolution_by_name = {r.name: r for r in pipeline.resolutions}
+        self.aggregates = ShardAggregates(
+            shard_id, pipeline.metrics, pipeline.resolutions, max_item_bytes=pipeline.limits.max_item_bytes
+        )
         self.pending_forwards: dict[str, list[ForwardPair]] = {}
-        self.health = health
-        self.wall_ms = wall_ms
         self.rate = RateMeter()
         self.last_batch_ms: int | None = None
         self.last_checkpoint_ms: int | None = None
@@ -139,7 +131,7 @@ class ShardWorker:
         self.stats = Stats()
         self.last_record: tuple[str, int] | None = None  # (sequenceNumber, subSequenceNumber)
         self.checkpointed: tuple[str, int] | None = None
-        now = clock()
+        now = cadence.clock()
         self.last_durable = self.last_hot = self.last_checkpoint = now
         self.records_since_checkpoint = 0
         # Redis loss detection: the position this process last wrote to Redis per window, and the last audit.
@@ -148,7 +140,7 @@ class ShardWorker:
 
     # -- processing ---------------------------------------------------------------------------------
 
-    def process(self, records: Sequence[RecordFields]) -> None:
+    def process(self, records: Sequence[Record]) -> None:
         """Fold a batch into memory; dead letters and forwards are buffered until the next durable flush."""
         # A batch allocates a few containers per event and keeps them until its end, so the cyclic GC
         # would scan them over and over (half the time of a batch) to find nothing: processing makes
@@ -161,14 +153,14 @@ class ShardWorker:
             if collecting:
                 gc.enable()
 
-    def _process(self, records: Sequence[RecordFields]) -> None:
-        rules = self.rules
-        limits = self.limits
+    def _process(self, records: Sequence[Record]) -> None:
+        rules = self.pipeline.rules
+        limits = self.pipeline.limits
         max_letters = limits.max_letters_per_record
         max_pending = limits.max_pending_bytes
         late_ms = self._late_ms
         letters = self.pending_letters
-        sinks_for = self.router.sinks_for if self.sinks else None
+        plan_for = self.pipeline.router.plan_for if self.outputs.sinks else None
         span = self.aggregates.span
         # Valid events not folded yet. While every window they touch is in memory they are folded a
         # chunk at a time (while still in the CPU caches). A window not in memory is loaded at once, up
@@ -179,9 +171,10 @@ class ShardWorker:
         loads = 0
         low = high = 0  # the event times whose windows were looked at last: [low, high)
         late = False  # the batch holds an event some resolution no longer keeps
-        # This batch's forwards per sink, and per event type the appends of the queues it goes to.
+        # This batch's forwards per sink, and per event type the appends of the queues it goes to and what
+        # those sinks take (its ForwardPlan's terms).
         queued: dict[str, list[ForwardPair]] = {}
-        forward_to: dict[str, tuple[Callable[[ForwardPair], None], ...]] = {}
+        forward_to: dict[str, tuple[tuple[Callable[[ForwardPair], None], ...], int, bool, bool]] = {}
         marks: dict[str, int] = {}  # queue lengths when the chunk being gathered began
         folded = 0
         forward_bytes = 0  # bodies forwarded by the record being processed (added to pending_bytes at its end)
@@ -212,25 +205,24 @@ class ShardWorker:
                         self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
                         continue
                     event_type, event_ms = verdict  # type: ignore[misc]
-                    forward = None
-                    if sinks_for is not None:
-                        appends = forward_to.get(event_type)
-                        if appends is None:
-                            appends = forward_to[event_type] = tuple(
-                                queued.setdefault(name, []).append for name in sinks_for(event_type)
-                            )
+                    forward: ForwardPair | None = None
+                    if plan_for is not None:
+                        to = forward_to.get(event_type)
+                        if to is None:
+                            plan = plan_for(event_type)
+                            appends = tuple(queued.setdefault(name, []).append for name in plan.sinks)
+                            to = forward_to[event_type] = (appends, plan.max_body_bytes, plan.escaped, plan.identity)
+                        appends, max_body_bytes, escaped, identity = to
                         if appends:
-                            # The event's own line as it came (one line: no CR either, and short enough with
-                            # its newline), else its JSON.
-                            if text is not None and _CR not in text and len(text) < FIREHOSE_MAX_RECORD_BYTES:
-                                body = text
+                            body = forward_body(obj, text, max_body_bytes, escaped)
+                            if body is None:
+                                payload, detail = refusal(obj, escaped)
+                                self._dead_letter(record, index, Reason.TOO_LARGE, detail, payload)
+                                continue
+                            if identity:  # (a FIFO queue deduplicates by it)
+                                forward = (partition_key, body, f"{self.shard_id}/{sequence_number}/{sub}/{index}")
                             else:
-                                body = to_json_bytes(obj)
-                                if len(body) + 1 > FIREHOSE_MAX_RECORD_BYTES:
-                                    detail = f"event of {len(body)} bytes is larger than a forward sink accepts"
-                                    self._dead_letter(record, index, Reason.TOO_LARGE, detail, body)
-                                    continue
-                            forward = (partition_key, body)
+                                forward = (partition_key, body)
                             forward_bytes += len(body)
                             for add in appends:
                                 add(forward)
@@ -292,8 +284,8 @@ class ShardWorker:
         self.stats.records += len(records)
         self.stats.events += folded
         self.records_since_checkpoint += len(records)
-        self.rate.add(self.clock(), folded)
-        self.last_batch_ms = self.wall_ms()
+        self.rate.add(self.cadence.clock(), folded)
+        self.last_batch_ms = self.cadence.wall_ms()
 
     def _queue_forwards(self, queued: dict[str, list[ForwardPair]]) -> None:
         for name, forwards in queued.items():
@@ -327,7 +319,7 @@ class ShardWorker:
 
     def _reject_record(
         self,
-        record: RecordFields,
+        record: Record,
         letters_before: int,
         unfolded: list[_Valid],
         unfolded_before: int,
@@ -338,13 +330,13 @@ class ShardWorker:
         invalid, valid = self._undo_record(letters_before, unfolded, unfolded_before, queued)
         first = [(Reason(letter.reason), letter.detail) for letter in invalid[:3]]
         events = len(invalid) + len(valid)
-        rejection: Rejection = too_many_invalid(record[0], events, first, len(invalid), self.limits)
+        rejection: Rejection = too_many_invalid(record[0], events, first, len(invalid), self.pipeline.limits)
         self._dead_letter(record, 0, rejection.reason, rejection.detail, rejection.payload, events)
 
     def _load(self, missing: Iterable[WindowKey]) -> None:
         """Load windows from DynamoDB into memory (an empty window where none is stored)."""
         keys = sorted(missing)
-        found = self._retry("load partials from DynamoDB", lambda: self.durable.load(self.shard_id, keys))
+        found = self._retry("load partials from DynamoDB", lambda: self.stores.durable.load(self.shard_id, keys))
         for key in keys:
             self.aggregates.install(key, found.get(key))
 
@@ -365,7 +357,7 @@ class ShardWorker:
         return len(events)
 
     def _dead_letter(
-        self, record: RecordFields, index: int, reason: str, detail: str, payload: bytes, events: int | None = None
+        self, record: Record, index: int, reason: str, detail: str, payload: bytes, events: int | None = None
     ) -> None:
         _, sequence_number, sub_sequence_number, partition_key, arrival_ms = record
         self.stats.rejected += 1
@@ -390,19 +382,19 @@ class ShardWorker:
 
     def durable_due(self) -> bool:
         return (
-            self.clock() - self.last_durable >= self.cadence.dynamodb_flush_seconds
+            self.cadence.clock() - self.last_durable >= self.cadence.dynamodb_flush_seconds
             or self.records_since_checkpoint >= self.cadence.checkpoint_records
-            or self.pending_bytes > self.limits.max_pending_bytes
+            or self.pending_bytes > self.pipeline.limits.max_pending_bytes
         )
 
     def checkpoint_due(self) -> bool:
         return self.last_record != self.checkpointed and (
-            self.clock() - self.last_checkpoint >= self.cadence.checkpoint_seconds
+            self.cadence.clock() - self.last_checkpoint >= self.cadence.checkpoint_seconds
             or self.records_since_checkpoint >= self.cadence.checkpoint_records
         )
 
     def hot_due(self) -> bool:
-        return self.clock() - self.last_hot >= self.cadence.redis_flush_seconds
+        return self.cadence.clock() - self.last_hot >= self.cadence.redis_flush_seconds
 
     # Redis loss. A marker per shard tells a total loss (restarted empty, FLUSHALL); the position this process
     # last wrote to each window tells a partial one (a lagging replica promoted, a lost fsync), at each write
@@ -414,7 +406,7 @@ class ShardWorker:
         self._repair_hot_if_lost()
         lost = set(self._audit_hot())
         dirty = self.aggregates.dirty("redis")
-        now_ms = self.wall_ms()
+        now_ms = self.cadence.wall_ms()
         expired = [p for p in dirty if self._redis_expiry_ms(p.key) <= now_ms]
         if expired:  # past the Redis retention (a late event): a write would set an expiry in the past
             self.aggregates.mark_written("redis", expired)
@@ -427,12 +419,12 @@ class ShardWorker:
         if lost:
             self._repair_hot_windows(lost, sent={p.key for p in dirty})
         self.stats.hot_flushes += 1
-        self.last_hot = self.clock()
+        self.last_hot = self.cadence.clock()
         self.report_health()
 
     def _write_hot(self, dirty: list[StoredPartial], lost: set[WindowKey]) -> list[StoredPartial]:
         """Write to Redis, telling it the position last written to each window; adds the windows found lost."""
-        hot = self.hot
+        hot = self.stores.hot
         if not isinstance(hot, LossDetecting):
             return self._retry("write partials to Redis", lambda: hot.write(dirty))
         written = self.hot_written
@@ -448,17 +440,17 @@ class ShardWorker:
         """Redis lost this shard's marker: it restarted empty or was flushed (or this shard is new). The first
         worker to claim it copies every shard's hot windows from DynamoDB, the ended parents of a reshard
         included; each re-sends what it holds in memory (it may be newer than DynamoDB) with this flush."""
-        hot = self.hot
+        hot = self.stores.hot
         if not isinstance(hot, LossDetecting) or self._retry("check Redis", lambda: hot.intact(self.shard_id)):
             return
         lease_ms = int(self.hot_repair_lease_seconds * 1000)
         claim = self._retry("claim the Redis repair", lambda: hot.begin_repair(self.shard_id, lease_ms))
         copied = 0
         if claim is not None:
-            now_ms, ahead_ms = self.wall_ms(), self.rules.future_skew_ms
+            now_ms, ahead_ms = self.cadence.wall_ms(), self.pipeline.rules.future_skew_ms
             copied = self._retry(
                 "repair Redis from DynamoDB",
-                lambda: repair_hot(self.durable, self.hot, self.resolutions, now_ms, ahead_ms),
+                lambda: repair_hot(self.stores.durable, self.stores.hot, self.pipeline.resolutions, now_ms, ahead_ms),
             )
         self.hot_written.clear()  # Redis holds DynamoDB's copy of this shard's partials now, or nothing
         self.aggregates.mark_all_dirty("redis")  # what is newer than DynamoDB goes with this flush
@@ -475,12 +467,12 @@ class ShardWorker:
         """Every `hot_audit_seconds`, one read of this shard's positions in every window this process wrote to
         Redis (those it no longer writes too): the windows where Redis holds an older one, or none. What this
         worker holds in memory goes with this flush again."""
-        hot = self.hot
-        now = self.clock()
+        hot = self.stores.hot
+        now = self.cadence.clock()
         if not isinstance(hot, LossDetecting) or now - self.last_hot_audit < self.hot_audit_seconds:
             return []
         self.last_hot_audit = now
-        wall_ms = self.wall_ms()
+        wall_ms = self.cadence.wall_ms()
         written = self.hot_written
         for key in [k for k in written if self._redis_expiry_ms(k) <= wall_ms]:
             del written[key]  # Redis let it expire
@@ -496,11 +488,13 @@ class ShardWorker:
         A window whose partial this flush did not re-send leaves the audit: Redis holds DynamoDB's copy."""
         for key in lost - sent:
             self.hot_written.pop(key, None)
-        now_ms = self.wall_ms()
+        now_ms = self.cadence.wall_ms()
         kept = sorted(k for k in lost if self._redis_expiry_ms(k) > now_ms)
         if not kept:
             return
-        copied = self._retry("repair Redis windows from DynamoDB", lambda: repair_windows(self.durable, self.hot, kept))
+        copied = self._retry(
+            "repair Redis windows from DynamoDB", lambda: repair_windows(self.stores.durable, self.stores.hot, kept)
+        )
         self.stats.hot_windows_repaired += len(kept)
         log.warning(
             "Redis lost partials of some windows: repaired them from DynamoDB",
@@ -515,19 +509,19 @@ class ShardWorker:
             "shard": self.shard_id,
             "lastBatchMs": self.last_batch_ms,
             "millisBehindLatest": self.stats.last.get("millis_behind_latest"),
-            "eventsPerSecond": self.rate.rate(self.clock()),
+            "eventsPerSecond": self.rate.rate(self.cadence.clock()),
             "lastCheckpointSequence": self.checkpointed[0] if self.checkpointed else None,
             "lastCheckpointMs": self.last_checkpoint_ms,
             "dlqCount": self.stats.dead_letters_sent,
             "records": self.stats.records,
             "events": self.stats.events,
             "forwarded": self.stats.forwarded,
-            "reportedMs": self.wall_ms(),
+            "reportedMs": self.cadence.wall_ms(),
         }
 
     def report_health(self) -> None:
-        if self.health is not None:
-            self.health.report(self.shard_id, self.health_fields())
+        if self.outputs.health is not None:
+            self.outputs.health.report(self.shard_id, self.health_fields())
 
     def flush_durable(self) -> None:
         """Make every effect of the records seen so far durable: DLQ, sinks, DynamoDB, then Redis."""
@@ -545,16 +539,17 @@ class ShardWorker:
         self.flush_hot()
         self.aggregates.evict_clean(self.cadence.max_cached_windows)
         self.stats.durable_flushes += 1
-        self.last_durable = self.clock()
+        self.last_durable = self.cadence.clock()
 
     def _send_letters_and_forwards(self) -> None:
         if self.pending_letters:
             letters = list(self.pending_letters)
-            self._retry("send dead letters", lambda: self.dead_letters.send(letters))
+            self._retry("send dead letters", lambda: self.outputs.dead_letters.send(letters))
             self.stats.dead_letters_sent += len(letters)
             self.pending_letters.clear()  # (the same list object: _process holds it)
+        sinks = self.outputs.sinks or {}
         for name, forwards in list(self.pending_forwards.items()):
-            sink = self.sinks[name]
+            sink = sinks[name]
             self._retry(f"forward to sink {name}", lambda: sink.send(forwards))  # noqa: B023 - called at once
             self.stats.forwarded += len(forwards)
             del self.pending_forwards[name]
@@ -564,7 +559,7 @@ class ShardWorker:
         """Write partials to DynamoDB. An item the store refuses as invalid (too large) is a bug of the
         budget, not an outage: its groups fold into __other__ and it is written again, once."""
         try:
-            return self._retry("write partials to DynamoDB", lambda: self.durable.write(dirty))
+            return self._retry("write partials to DynamoDB", lambda: self.stores.durable.write(dirty))
         except StoreRejectedError as exc:
             log.error(
                 "DynamoDB refused partials as invalid; folding their groups into __other__",
@@ -574,35 +569,34 @@ class ShardWorker:
                 self.aggregates.fold_into_other(key)
             again = self.aggregates.dirty("dynamodb")
             try:
-                return self._retry("write partials to DynamoDB", lambda: self.durable.write(again))
+                return self._retry("write partials to DynamoDB", lambda: self.stores.durable.write(again))
             except StoreRejectedError as exc2:
                 raise FatalError(f"DynamoDB refused partials even after folding their groups: {exc2}") from exc2
 
     def mark_checkpointed(self) -> None:
         self.checkpointed = self.last_record
         self.records_since_checkpoint = 0
-        self.last_checkpoint = self.clock()
-        self.last_checkpoint_ms = self.wall_ms()
+        self.last_checkpoint = self.cadence.clock()
+        self.last_checkpoint_ms = self.cadence.wall_ms()
         self.report_health()
 
     def _retry(self, what: str, action: Callable[[], T]) -> T:
         """Retry a store call with capped exponential backoff; give up (FatalError) after the limit, which
         runs from the first failure (a slow first attempt still gets its retries)."""
         deadline: float | None = None
-        delay = 0.1
         attempt = 0
         while True:
             attempt += 1
             try:
                 return action()
-            except StoreUnavailableError as exc:
+            except (StoreUnavailableError, DeliveryUnavailableError) as exc:
                 if deadline is None:
-                    deadline = self.clock() + self.cadence.store_retry_seconds
-                if self.clock() + delay > deadline:
+                    deadline = self.cadence.clock() + self.cadence.store_retry_seconds
+                delay = self.cadence.backoff.delay_s(attempt)
+                if self.cadence.clock() + delay > deadline:
                     raise FatalError(f"{what}: still failing after {attempt} attempts: {exc}") from exc
                 log.warning(
                     "store unavailable, backing off",
                     extra={"shard": self.shard_id, "what": what, "attempt": attempt, "error": str(exc)},
                 )
-                self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                self.cadence.sleep(delay)

@@ -28,6 +28,7 @@ from aggregations.partials import StoredPartial
 from aggregations.query import read_rolling, shape, to_json
 from aggregations.store import AggregateStore, StoreUnavailableError
 from aggregations.windows import Resolution
+from dashboard.errors import PublishError
 from dashboard.snapshot import (
     DAY_MS,
     DISTINCT_USERS,
@@ -59,10 +60,6 @@ SECTION_OF_METRIC = {
     SIGNUPS: "users",
 }
 AGGREGATE_SECTIONS = ("perMinute", "today", "topPages", "donations", "users")
-
-
-class PublishError(Exception):
-    """A snapshot could not be written; the message says where and why."""
 
 
 def now_ms() -> int:
@@ -443,31 +440,3 @@ class Publisher:
             if not problems:
                 log.info("dashboard: every part readable again")
             self._last_problems = problems
-
-
-def build_publisher(
-    settings: Any,
-    targets: Sequence[Target],
-    store: str = "redis",
-    dlq_every_seconds: float = 60.0,
-    dlq_sample: int = 500,
-) -> Publisher:
-    """A Publisher over the configured stores (preferred first, the other as fallback), health and DLQ."""
-    from streamkpi.app import Services
-
-    services = Services(settings)
-    config = services.config
-    redis_store: AggregateStore = services.redis_store
-    dynamodb_store: AggregateStore = services.dynamodb_store
-    stores = [redis_store, dynamodb_store] if store == "redis" else [dynamodb_store, redis_store]
-    dlq = DlqSampler(lambda: services.client("sqs"), settings.dlq_queue, dlq_every_seconds, dlq_sample)
-    source = Source(
-        stream=settings.stream,
-        stores=stores,
-        resolutions=config.resolutions,
-        metrics=config.metric_set.by_name,
-        health=services.health.read,
-        dlq=dlq,
-        config_source=config.source,
-    )
-    return Publisher(source, targets)

@@ -30,15 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dashboard.errors import ServeError
 from dashboard.publisher import SNAPSHOT_NAME, Publisher, static_files
 
 log = logging.getLogger("streamkpi.dashboard")
 HOST = "127.0.0.1"  # never anything else: the dashboard is local and read-only
 REQUEST_TIMEOUT_SECONDS = 10.0  # a client silent this long loses its connection (and its thread)
-
-
-class ServeError(Exception):
-    """The server cannot start; the message says what to do."""
 
 
 class SnapshotHolder:

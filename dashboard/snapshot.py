@@ -314,7 +314,7 @@ def users_section(
 def shards_section(
     health: Mapping[str, Mapping[str, str]] | None, now_ms: int, note: str | None = None
 ) -> dict[str, Any]:
-    """Per-shard pipeline health from the workers' Redis hashes (consumer/health.py), judged at `now_ms`."""
+    """Per-shard pipeline health from the workers' Redis hashes (consumer/health/), judged at `now_ms`."""
     if health is None:
         return {"rows": [], "note": note or "the shards' health could not be read"}
     rows = [shard_row(shard, fields, now_ms) for shard, fields in health.items()]

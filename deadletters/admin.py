@@ -22,6 +22,11 @@ from consumer.bounds import DEFAULT_LIMITS, Limits
 from consumer.decode import decode_record
 from consumer.dlq import DEFAULT_S3_PREFIX, PayloadUnavailableError, letter_payload
 from consumer.validate import Invalid, Rules, validate_event
+from deadletters.errors import DlqAdminError
+from delivery.aws import SqsBatch
+from delivery.errors import DeliveryUnavailableError
+from delivery.limits import KINESIS_MAX_RECORD_BYTES, SQS_MAX_BATCH_ENTRIES
+from delivery.put import Budget, CallReport, Entry, Rejected, put_until_acknowledged
 
 log = logging.getLogger("streamkpi.dlq_admin")
 
@@ -34,16 +39,8 @@ PUT_FAILED = "put_failed"  # Kinesis refused the record every time
 REDRIVE_PENDING = "redrive_pending"  # another run (or an interrupted one) may be putting it: run again later
 REDRIVE_UNVERIFIED = "redrive_unverified"  # an interrupted run may have put it; the stream cannot tell any more
 
-KINESIS_MAX_RECORD_BYTES = 1_048_576  # data + partition key of one record
-KINESIS_MAX_BATCH_RECORDS = 500
-KINESIS_MAX_BATCH_BYTES = 5 * 1_048_576
 PREVIEW_CHARS = 120
-SQS_BATCH = 10
 NOT_FOUND_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-
-
-class DlqAdminError(Exception):
-    """Something is wrong that the operator must fix; the message says what and how."""
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
@@ -239,8 +236,8 @@ class Scanner:
         """Make these messages visible again now; returns how many SQS refused (they reappear later anyway)."""
         failed = 0
         ids = list(message_ids)
-        for start in range(0, len(ids), SQS_BATCH):
-            chunk = [self.seen[i] for i in ids[start : start + SQS_BATCH]]
+        for start in range(0, len(ids), SQS_MAX_BATCH_ENTRIES):
+            chunk = [self.seen[i] for i in ids[start : start + SQS_MAX_BATCH_ENTRIES]]
             entries = [
                 {"Id": str(n), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0} for n, m in enumerate(chunk)
             ]
@@ -254,26 +251,22 @@ class Scanner:
         return failed
 
     def delete(self, message_ids: Sequence[str], attempts: int = 3, sleep: Callable[[float], None] = time.sleep) -> int:
-        """Delete these messages (failed entries retried); returns how many could not be deleted."""
-        failed_total = 0
-        ids = list(message_ids)
-        for start in range(0, len(ids), SQS_BATCH):
-            pending = {str(n): self.seen[i] for n, i in enumerate(ids[start : start + SQS_BATCH])}
-            for attempt in range(attempts):
-                entries = [{"Id": n, "ReceiptHandle": m.receipt_handle} for n, m in pending.items()]
-                try:
-                    reply = self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries)
-                except (ClientError, BotoCoreError) as exc:
-                    log.warning("dlq: delete failed", extra={"error": str(exc), "attempt": attempt + 1})
-                else:
-                    for ok in reply.get("Successful", []):
-                        pending.pop(ok["Id"], None)
-                if not pending:
-                    break
-                if attempt + 1 < attempts:
-                    sleep(min(0.1 * 2**attempt, 2.0))
-            failed_total += len(pending)
-        return failed_total
+        """Delete these messages (entries SQS refuses for a passing reason are retried); returns how many
+        could not be deleted (they become visible again, and a later run deletes them)."""
+        entries = [Entry({"ReceiptHandle": self.seen[i].receipt_handle}, 0) for i in message_ids]
+        delete_batch = SqsBatch(self.sqs, self.url, "delete_message_batch")
+        try:
+            results = put_until_acknowledged(
+                entries, delete_batch, budget=Budget(attempts), sleep=sleep, on_call=_log_delete_failure
+            )
+        except DeliveryUnavailableError as exc:
+            return len(exc.unacknowledged)
+        return sum(isinstance(result, Rejected) for result in results)
+
+
+def _log_delete_failure(report: CallReport) -> None:
+    if report.failed:
+        log.warning("dlq: delete failed", extra={"error": report.error, "attempt": report.attempt})
 
 
 @dataclass

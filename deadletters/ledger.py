@@ -57,6 +57,7 @@ class Timing:
     skew_ms: int = 30_000
 
     def put_deadline_ms(self, pending_ms: int) -> int:
+        """A run sends a letter's record only before this (else a search could miss it)."""
         return pending_ms + self.put_window_ms
 
     def settled_ms(self, pending_ms: int) -> int:
@@ -113,11 +114,6 @@ def decide(entry: LedgerEntry | None, now_ms: int, timing: Timing = DEFAULT_TIMI
     if entry.done:
         return Action.DUPLICATE
     return Action.SEARCH if now_ms >= timing.settled_ms(entry.pending_ms) else Action.WAIT
-
-
-def may_put(entry: LedgerEntry, now_ms: int, timing: Timing = DEFAULT_TIMING) -> bool:
-    """A run sends a letter's record only within its put window (else a search could miss it)."""
-    return now_ms < timing.put_deadline_ms(entry.pending_ms)
 
 
 def origin(letter_id: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deadletters.admin import DlqAdminError
+from deadletters.errors import DlqAdminError
 from deadletters.ledger import DONE, PENDING, LedgerEntry
 
 LETTER_SK = "letter"

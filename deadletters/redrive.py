@@ -16,31 +16,27 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumer.bounds import DEFAULT_LIMITS, Limits
-from consumer.dlq import DEFAULT_S3_PREFIX, PayloadUnavailableError, letter_payload, plan_batches
-from consumer.sinks import backoff_seconds
+from consumer.dlq import DEFAULT_S3_PREFIX, PayloadUnavailableError, letter_payload
 from consumer.validate import Rules
 from deadletters.admin import (
-    KINESIS_MAX_BATCH_BYTES,
-    KINESIS_MAX_BATCH_RECORDS,
     PAYLOAD_UNAVAILABLE,
     PUT_FAILED,
     REDRIVE_PENDING,
     REDRIVE_UNVERIFIED,
     UNREADABLE,
-    DlqAdminError,
     QueuedMessage,
     Scanner,
     judge,
 )
+from deadletters.errors import DlqAdminError
 from deadletters.ledger import (
     DEFAULT_TIMING,
     Action,
@@ -48,10 +44,14 @@ from deadletters.ledger import (
     RedriveLedger,
     Timing,
     decide,
-    may_put,
     new_entry,
 )
 from deadletters.search import find_puts
+from delivery.aws import KinesisPutRecords, kinesis_record
+from delivery.batching import split_batches
+from delivery.errors import DeliveryOutcomeUnknownError, DeliveryRefusedError, DeliveryUnavailableError
+from delivery.limits import KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORDS
+from delivery.put import Acknowledged, Answer, Budget, CallReport, put_until_acknowledged
 
 log = logging.getLogger("streamkpi.redrive")
 
@@ -143,7 +143,7 @@ class _Redrive:
             for batch in self.scanner.batches():
                 self._consider_batch(batch)
                 if not self.dry_run and (
-                    len(self.pending) >= KINESIS_MAX_BATCH_RECORDS
+                    len(self.pending) >= KINESIS_MAX_RECORDS
                     or sum(len(i.payload) for i in self.pending.values()) >= KINESIS_MAX_BATCH_BYTES
                 ):
                     self._flush()
@@ -229,10 +229,8 @@ class _Redrive:
 
     def _flush(self) -> None:
         self._settle([i for i in self.pending.values() if i.stale is not None])
-        items = list(self.pending.values())
-        sizes = [len(i.payload) + len(i.partition_key.encode()) for i in items]
-        for batch in plan_batches(sizes, KINESIS_MAX_BATCH_RECORDS, KINESIS_MAX_BATCH_BYTES):
-            self._put_batch([items[n] for n in batch])
+        for batch in split_batches(list(self.pending.values()), KINESIS_MAX_RECORDS, KINESIS_MAX_BATCH_BYTES, _bytes):
+            self._put_batch(batch)
 
     def _settle(self, items: list[_Item]) -> None:
         """Interrupted runs left these letters pending: are their records in the stream?"""
@@ -322,56 +320,51 @@ class _Redrive:
             log.warning("dlq redrive: ledger entry not removed", extra={"id": item.letter_id, "error": str(exc)})
 
     def _put(self, items: list[_Item]) -> _Put:
-        """Put the items; retried only while Kinesis surely wrote nothing, and only within their put window."""
-        result = _Put([], [], [])
-        pending = items
-        for attempt in range(self.ctx.attempts):
-            now = self.ctx.clock_ms()
-            ready = [i for i in pending if i.entry is not None and may_put(i.entry, now, self.ctx.timing)]
-            if len(ready) < len(pending):  # never sent (or refused before): let a later run put them
-                ready_ids = {id(i) for i in ready}
-                result.refused.extend(i for i in pending if id(i) not in ready_ids)
-            pending = ready
-            if not pending:
-                break
-            records = [{"Data": i.payload, "PartitionKey": i.partition_key} for i in pending]
-            try:
-                reply = self.ctx.kinesis.put_records(StreamName=self.ctx.stream, Records=records)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
-                if code == "ResourceNotFoundException":
-                    result.refused.extend(pending)
-                    for item in result.refused:
+        """Put the items; sent again only while Kinesis surely stored nothing of them, and only within their
+        put window (no call starts after the earliest of their deadlines, by the ledger's clock)."""
+        if not items:
+            return _Put([], [], [])
+        deadline = min(self.ctx.timing.put_deadline_ms(i.entry.pending_ms) for i in items if i.entry is not None)
+        uncertain: set[int] = set()
+        try:
+            results: Sequence[Answer] = put_until_acknowledged(
+                [kinesis_record(i.payload, i.partition_key) for i in items],
+                KinesisPutRecords(self.ctx.kinesis, self.ctx.stream),
+                budget=Budget(self.ctx.attempts, deadline, self.ctx.clock_ms),
+                sleep=self.ctx.sleep,
+                resend_unknown=False,  # a timed-out put is settled by a later run, never sent blindly
+                on_call=_log_put_failure,
+            )
+        except DeliveryUnavailableError as exc:
+            results, uncertain = exc.results, set(exc.uncertain)
+            if isinstance(exc, DeliveryOutcomeUnknownError):
+                log.warning("dlq redrive: put_records outcome unknown", extra={"error": exc.last_error})
+            if isinstance(exc, DeliveryRefusedError) and exc.code == "ResourceNotFoundException":
+                for n, item in enumerate(items):
+                    if not isinstance(results[n], Acknowledged) and n not in uncertain:
                         self._abort(item)
-                    raise DlqAdminError(
-                        f"the stream {self.ctx.stream!r} does not exist; is the stack up? `streamkpi local up` "
-                        "(or name another with --stream)."
-                    ) from None
-                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
-                if status >= 500:  # the service may have written them
-                    result.unknown.extend(pending)
-                    return result
-            except BotoConnectionError as exc:  # no connection: nothing was sent
-                log.warning("dlq redrive: put_records failed", extra={"error": str(exc), "attempt": attempt + 1})
-            except BotoCoreError as exc:  # a timeout or a dropped connection: they may be in the stream
-                log.warning("dlq redrive: put_records outcome unknown", extra={"error": str(exc)})
-                result.unknown.extend(pending)
-                return result
-            else:
-                failed: list[_Item] = []
-                for item, entry in zip(pending, reply["Records"], strict=True):
-                    if entry.get("ErrorCode"):
-                        failed.append(item)
-                    else:
-                        result.acknowledged.append((item, entry["ShardId"], entry["SequenceNumber"]))
-                pending = failed
-                if not pending:
-                    break
-            if attempt + 1 < self.ctx.attempts:
-                self.ctx.sleep(backoff_seconds(attempt + 1))
-        result.refused.extend(pending)
+                raise DlqAdminError(
+                    f"the stream {self.ctx.stream!r} does not exist; is the stack up? `streamkpi local up` "
+                    "(or name another with --stream)."
+                ) from None
+        result = _Put([], [], [])
+        for n, (item, answer) in enumerate(zip(items, results, strict=True)):
+            if isinstance(answer, Acknowledged):
+                result.acknowledged.append((item, answer.shard_id, answer.id))
+            elif n in uncertain:
+                result.unknown.append(item)
+            else:  # refused, or never sent: surely not in the stream
+                result.refused.append(item)
         return result
+
+
+def _bytes(item: _Item) -> int:
+    return len(item.payload) + len(item.partition_key.encode())
+
+
+def _log_put_failure(report: CallReport) -> None:
+    if report.call_failed:
+        log.warning("dlq redrive: put_records failed", extra={"error": report.error, "attempt": report.attempt})
 
 
 def check_stream(kinesis: Any, stream: str) -> int:

@@ -19,12 +19,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumer.sinks import backoff_seconds
 from deadletters.ledger import DEFAULT_TIMING, LedgerEntry, Timing, record_matches, shards_for_key
+from delivery.backoff import DEFAULT_BACKOFF
+from delivery.retryable import THROTTLING_CODES
 
 log = logging.getLogger("streamkpi.redrive")
 
-THROTTLED = ("ProvisionedThroughputExceededException", "LimitExceededException")
 # Trimming is not exact: a span this close to the retention limit may have lost records already.
 RETENTION_MARGIN_MS = 10 * 60_000
 
@@ -124,10 +124,10 @@ def _search_shard(
         try:
             page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in THROTTLED:
+            if exc.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
                 raise
             throttled += 1
-            sleep(backoff_seconds(throttled))
+            sleep(DEFAULT_BACKOFF.delay_s(throttled))
             continue
         throttled = 0
         for record in page["Records"]:

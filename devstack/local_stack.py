@@ -25,14 +25,11 @@ import boto3
 import redis
 
 from devstack import resources
+from devstack.errors import LocalStackError
 from streamkpi.settings import Settings, write_env_file
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 START_TIMEOUT_SECONDS = 60.0
-
-
-class LocalStackError(RuntimeError):
-    """The local stack cannot start; the message says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)

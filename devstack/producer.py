@@ -1,8 +1,9 @@
 """`streamkpi generate`: put the generator's records into a stream at their event-time pace.
 
-PutRecords batches (at most 500 records and 5 MiB per call); entries Kinesis refuses (throttling and
-the like) are retried alone with exponential backoff, and every acknowledged entry's shard and sequence
-number goes into the truth file, so the expected counts and DLQ ids refer to what really is in the stream.
+Records are put through the delivery kit (`delivery.put`): PutRecords of at most 500 records and 5 MiB,
+in order per partition key; entries Kinesis refuses (throttling and the like) are retried alone with
+exponential backoff, and every acknowledged entry's shard and sequence number goes into the truth file,
+so the expected counts and DLQ ids refer to what really is in the stream.
 """
 
 from __future__ import annotations
@@ -16,20 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
-from consumer.sinks import RETRYABLE_CODES  # whole-call errors worth another try (shared with the sinks)
+from delivery.aws import KinesisPutRecords, kinesis_record
+from delivery.backoff import DEFAULT_BACKOFF, Backoff
+from delivery.errors import DeliveryRefusedError, DeliveryRejectedError, DeliveryUnavailableError
+from delivery.limits import KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORDS
+from delivery.put import Budget, CallReport, RetryNotice, all_acknowledged, put_until_acknowledged
 from devstack.generator import EventGenerator, PlannedRecord, Truth, event_count
 
 log = logging.getLogger("streamkpi.generate")
 
-MAX_BATCH_RECORDS = 500
-MAX_BATCH_BYTES = 5 * 1024 * 1024  # data and partition keys of all entries together
 # Records wait at most this long for company in a batch before the sender sleeps past them.
 LINGER_MS = 100
 PROGRESS_EVERY_MS = 5_000
-BACKOFF_BASE_S = 0.1
-BACKOFF_MAX_S = 5.0
 DEFAULT_MAX_ATTEMPTS = 10
 
 
@@ -70,11 +70,6 @@ def _entry_bytes(record: PlannedRecord) -> int:
     return len(record.data) + len(record.partition_key.encode())
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Delay before retry number `attempt` (1, 2, ...): 0.1 s doubling up to 5 s."""
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-
-
 class _Sender:
     def __init__(
         self,
@@ -84,57 +79,57 @@ class _Sender:
         stats: GenerateStats,
         sleep: Callable[[float], None],
         max_attempts: int,
+        backoff: Backoff,
     ) -> None:
-        self.client, self.stream, self.truth, self.stats = client, stream, truth, stats
-        self.sleep, self.max_attempts = sleep, max_attempts
+        self.put_records = KinesisPutRecords(client, stream)
+        self.stream, self.truth, self.stats = stream, truth, stats
+        self.sleep, self.budget, self.backoff = sleep, Budget(max_attempts), backoff
 
     def send(self, batch: list[PlannedRecord]) -> None:
         """Put every record of the batch exactly once, or raise GenerateError."""
-        pending = batch
-        attempt = 1
-        while True:
-            failed, error = self._attempt(pending)
-            if not failed:
-                return
-            if attempt >= self.max_attempts:
-                raise GenerateError(
-                    f"{len(failed)} records still refused after {attempt} attempts (last error: {error}); "
-                    f"the stream {self.stream!r} is overloaded: lower --rate or add shards."
-                )
-            delay = backoff_seconds(attempt)
-            log.warning(
-                "put_records: retrying refused entries",
-                extra={"failed": len(failed), "of": len(pending), "error": error, "attempt": attempt, "delay_s": delay},
-            )
-            self.stats.retries += len(failed)
-            self.sleep(delay)
-            pending, attempt = failed, attempt + 1
 
-    def _attempt(self, pending: list[PlannedRecord]) -> tuple[list[PlannedRecord], str]:
-        entries = [{"Data": record.data, "PartitionKey": record.partition_key} for record in pending]
+        def on_call(report: CallReport) -> None:
+            for index, acknowledged in report.acknowledged:
+                self.truth.add(batch[index], acknowledged.shard_id, acknowledged.id)
+                self._count(batch[index])
+
         try:
-            response = self.client.put_records(StreamName=self.stream, Records=entries)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code not in RETRYABLE_CODES:
-                raise GenerateError(
-                    f"put_records to stream {self.stream!r} failed: {code or exc}. "
-                    "Check that the stream exists (is the local stack up?) and that the credentials may write to it."
-                ) from exc
-            return pending, code
-        results = response["Records"]
-        if len(results) != len(pending):
-            raise GenerateError(f"put_records answered {len(results)} entries for {len(pending)} records")
-        failed: list[PlannedRecord] = []
-        error = ""
-        for record, result in zip(pending, results, strict=True):
-            if result.get("ErrorCode"):
-                failed.append(record)
-                error = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
-                continue
-            self.truth.add(record, result["ShardId"], result["SequenceNumber"])
-            self._count(record)
-        return failed, error
+            results = put_until_acknowledged(
+                [kinesis_record(record.data, record.partition_key) for record in batch],
+                self.put_records,
+                budget=self.budget,
+                backoff=self.backoff,
+                sleep=self.sleep,
+                on_call=on_call,
+                on_retry=self._retrying,
+            )
+            all_acknowledged(results, self.put_records)
+        except DeliveryRefusedError as exc:
+            raise GenerateError(
+                f"put_records to stream {self.stream!r} failed: {exc.code or exc.last_error}. "
+                "Check that the stream exists (is the local stack up?) and that the credentials may write to it."
+            ) from exc
+        except DeliveryRejectedError as exc:
+            raise GenerateError(f"{exc}; check the stream {self.stream!r} (its KMS key).") from exc
+        except DeliveryUnavailableError as exc:
+            raise GenerateError(
+                f"{len(exc.unacknowledged)} records still refused after {exc.attempts} attempts (last error: "
+                f"{exc.last_error}); the stream {self.stream!r} is overloaded: lower --rate or add shards."
+            ) from exc
+
+    def _retrying(self, notice: RetryNotice) -> None:
+        report = notice.report
+        log.warning(
+            "put_records: retrying refused entries",
+            extra={
+                "failed": len(report.failed),
+                "of": len(report.sent),
+                "error": report.error,
+                "attempt": report.attempt,
+                "delay_s": notice.delay_s,
+            },
+        )
+        self.stats.retries += len(report.failed)
 
     def _count(self, record: PlannedRecord) -> None:
         self.stats.records += 1
@@ -173,6 +168,7 @@ def run_generate(
     now_ms: Callable[[], int] = _wall_ms,
     sleep: Callable[[float], None] = time.sleep,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> GenerateStats:
     """Send `duration` seconds of events at `rate` events/s; event i is sent when its event time comes.
 
@@ -193,7 +189,7 @@ def run_generate(
         events_tmp = events_path.with_name(f".{events_path.name}.{os.getpid()}.tmp")
         truth.events_out = events_tmp.open("wb")
     stats = GenerateStats()
-    sender = _Sender(kinesis_client, stream, truth, stats, sleep, max_attempts)
+    sender = _Sender(kinesis_client, stream, truth, stats, sleep, max_attempts, backoff)
     log.info(
         "generate: start",
         extra={"stream": stream, "rate": rate, "duration_s": duration, "events": total, "seed": generator.seed},
@@ -223,7 +219,7 @@ def run_generate(
             if wait > 0:
                 sleep(wait / 1000)
             size = _entry_bytes(record)
-            if batch and (len(batch) >= MAX_BATCH_RECORDS or batch_bytes + size > MAX_BATCH_BYTES):
+            if batch and (len(batch) >= KINESIS_MAX_RECORDS or batch_bytes + size > KINESIS_MAX_BATCH_BYTES):
                 flush()
             if not batch:
                 batch_due = due

@@ -12,12 +12,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from replay.errors import PathError
+
 DEFAULT_PATHS = ("userId", "sessionId")
 MAX_KEY_CHARS = 256
-
-
-class PathError(ValueError):
-    """A partition-key path that cannot be used; the message says why."""
 
 
 def parse_path(text: str) -> tuple[str, ...]:

@@ -19,11 +19,9 @@ from typing import Any
 
 import orjson
 
+from replay.errors import ProgressError
+
 VERSION = 1
-
-
-class ProgressError(ValueError):
-    """The resume file cannot be used; the message says why and what to do."""
 
 
 @dataclass

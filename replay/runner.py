@@ -4,11 +4,12 @@
   replay reads the listing it saved, so copies archived since are not read again).
 - Reading: each object is streamed in chunks through `split.split_chunks`; events are filtered by their
   own `timestamp` (the forms `consumer.validate` accepts) and `--type` globs.
-- Writing: PutRecords of at most 500 entries and 5 MiB, one entry per partition key per call
-  (`batch.take_batch`); refused entries (throttling, internal failures) are sent again with exponential
-  backoff and jitter before anything else goes, which keeps the order per key. An event over the
-  1 MiB record limit is reported and skipped. A stream that keeps refusing stops the replay (it can
-  be resumed); nothing acknowledged is sent twice, as far as the resume file knows.
+- Writing: the queued events go through the delivery kit (`delivery.put`): PutRecords of at most 500
+  entries and 5 MiB, in order per partition key; refused entries (throttling, internal failures) are
+  sent again with exponential backoff and jitter before anything else goes. Each acknowledgement is
+  recorded (and the resume file saved) after the call that brought it. An event over the 1 MiB record
+  limit is reported and skipped. A stream that keeps refusing stops the replay (it can be resumed);
+  nothing acknowledged is sent twice, as far as the resume file knows.
 - Pace: a token bucket for records/s (default 90 % of open shards x 1,000/s) and one for bytes/s
   (90 % of open shards x 1 MiB/s); `--speedup` follows the events' timing within those limits.
 """
@@ -24,13 +25,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.sinks import RETRYABLE_CODES, backoff_seconds
 from consumer.validate import TimestampError, parse_timestamp_ms
+from delivery.aws import KinesisPutRecords, kinesis_record
+from delivery.errors import DeliveryRefusedError, DeliveryRejectedError, DeliveryUnavailableError
+from delivery.limits import KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, KINESIS_MAX_RECORDS
+from delivery.put import Budget, CallReport, RetryNotice, all_acknowledged, put_until_acknowledged
 from replay import layout, progress
-from replay.batch import MAX_BATCH_BYTES, MAX_RECORD_BYTES, MAX_RECORDS, take_batch
+from replay.errors import ReplayAbortedError, ReplayError
 from replay.layout import ObjectInfo
 from replay.pace import EventTime, Pacer, TokenBucket, stream_limits
 from replay.partition import PartitionKeys
@@ -55,16 +58,6 @@ FILTERS = frozenset({BEFORE_RANGE, AFTER_RANGE, OTHER_TYPE})
 BAD_TIMESTAMP = "bad_timestamp"
 TOO_LARGE = "too_large"  # over the 1 MiB Kinesis record limit (or the splitter's cap)
 # ... and the splitter's reasons: not_json, truncated, bad_compression.
-
-_TRANSIENT: tuple[type[BaseException], ...] = (BotocoreConnectionError, HTTPClientError, ConnectionError, TimeoutError)
-
-
-class ReplayError(RuntimeError):
-    """The replay cannot start or go on; the message says what to do."""
-
-
-class ReplayAborted(ReplayError):
-    """The stream refused for good; what was acknowledged is recorded, the rest can be resumed."""
 
 
 def parse_source(text: str) -> tuple[str, str]:
@@ -193,14 +186,6 @@ class _Pending:
     at: float  # when it was queued
 
 
-def _pending_key(p: _Pending) -> str:
-    return p.key
-
-
-def _pending_size(p: _Pending) -> int:
-    return p.size
-
-
 class S3Lister:
     """layout.Lister over S3 ListObjectsV2."""
 
@@ -267,13 +252,10 @@ class Replayer:
         self.queue_bytes = 0
         self.inflight: list[_Pending] = []
         self.pacer = Pacer()
-        self.stream_arg = (
-            {"StreamARN": options.stream} if options.stream.startswith("arn:") else {"StreamName": options.stream}
-        )
+        self.put_records = KinesisPutRecords(kinesis, options.stream)
         self._last_update = 0.0
         self._loaded = False  # the resume file was read (or there is none): saving cannot clobber it
         self._logged = 0
-        self.puts = 0  # PutRecords calls
 
     # -- the run --------------------------------------------------------------------------------------
 
@@ -286,7 +268,7 @@ class Replayer:
                     continue
                 self._replay_object(index, info)
             self._flush_all()
-        except ReplayAborted as exc:
+        except ReplayAbortedError as exc:
             self.summary.stopped = str(exc)
             log.error("replay stopped", extra={"error": str(exc)})
         finally:
@@ -381,7 +363,7 @@ class Replayer:
                 tracker.reading = False
                 self._maybe_done(tracker)
                 return
-            raise ReplayAborted(f"cannot read s3://{self.options.bucket}/{info.key}: {exc}") from None
+            raise ReplayAbortedError(f"cannot read s3://{self.options.bucket}/{info.key}: {exc}") from None
         try:
             for piece in split_chunks(self._chunks(body, info.key)):
                 self._piece(tracker, piece)
@@ -397,8 +379,8 @@ class Replayer:
                 chunk = next(chunks)
             except StopIteration:
                 return
-            except (BotoCoreError, *_TRANSIENT) as exc:
-                raise ReplayAborted(
+            except (BotoCoreError, ConnectionError, TimeoutError) as exc:  # a timeout, a dropped connection
+                raise ReplayAbortedError(
                     f"reading s3://{self.options.bucket}/{key} failed: {exc}; resume to go on from here"
                 ) from None
             self.summary.bytes_read += len(chunk)
@@ -425,7 +407,7 @@ class Replayer:
             return
         key = self.keys.key(piece.obj, piece.data)
         size = len(piece.data) + len(key.encode())
-        if size > MAX_RECORD_BYTES:
+        if size > KINESIS_MAX_RECORD_BYTES:
             if fresh:
                 detail = f"{tracker.key} at byte {piece.offset}: event of {size} bytes is over the 1 MiB record limit"
                 self._skip(TOO_LARGE, tracker.key, piece.offset, detail)
@@ -439,8 +421,8 @@ class Replayer:
         self._pace(event_ms, size)
         self.queue.append(_Pending(tracker, piece.offset, piece.data, key, size, self.clock()))
         self.queue_bytes += size
-        if len(self.queue) >= MAX_RECORDS or self.queue_bytes >= MAX_BATCH_BYTES:
-            self._send_batch()
+        if len(self.queue) >= KINESIS_MAX_RECORDS or self.queue_bytes >= KINESIS_MAX_BATCH_BYTES:
+            self._flush_all()
 
     def _filter(self, event: dict[str, Any]) -> tuple[int, str | None]:
         if "timestamp" not in event:
@@ -482,82 +464,69 @@ class Replayer:
         self.pacer.take(event_ms, size)
 
     def _flush_all(self) -> None:
-        while self.queue:
-            self._send_batch()
-
-    def _send_batch(self) -> None:
-        taken = take_batch(self.queue, _pending_key, _pending_size)
-        chosen = set(taken)
-        batch = [self.queue[i] for i in taken]
-        self.queue = [p for i, p in enumerate(self.queue) if i not in chosen]
-        self.queue_bytes -= sum(p.size for p in batch)
+        """Put every queued event; an acknowledgement is recorded after the call that brought it."""
+        if not self.queue:
+            return
+        batch, self.queue, self.queue_bytes = self.queue, [], 0
         self.inflight = batch
-        self._put_until_acknowledged(batch)
+        acknowledged: set[int] = set()
+
+        def on_call(report: CallReport) -> None:
+            done: list[ObjectTracker] = []
+            for index, _ in report.acknowledged:
+                entry = batch[index]
+                entry.tracker.acknowledged(entry.offset)
+                self.summary.events_delivered += 1
+                self.summary.run_delivered += 1
+                self.summary.bytes_delivered += len(entry.data)
+                if entry.tracker.done:
+                    done.append(entry.tracker)
+                acknowledged.add(index)
+            for tracker in done:
+                self._maybe_done(tracker, save=False)
+            if report.acknowledged:
+                self.inflight = [p for n, p in enumerate(batch) if n not in acknowledged]
+                self._save()
+            self._update()
+
+        stream = self.options.stream
+        try:
+            results = put_until_acknowledged(
+                [kinesis_record(p.data, p.key) for p in batch],
+                self.put_records,
+                budget=Budget(self.options.max_attempts),
+                sleep=self.sleep,
+                on_call=on_call,
+                on_retry=self._retrying,
+            )
+            all_acknowledged(results, self.put_records)
+        except DeliveryRefusedError as exc:
+            raise ReplayAbortedError(
+                f"put_records to stream {stream!r} failed: {exc.code or exc.last_error}; check that the stream "
+                "exists and that the credentials may write to it, then resume"
+            ) from None
+        except DeliveryRejectedError as exc:
+            raise ReplayAbortedError(f"{exc}; check the stream (its KMS key), then resume") from None
+        except DeliveryUnavailableError as exc:
+            raise ReplayAbortedError(
+                f"stream {stream!r} still refused {len(exc.unacknowledged)} events after {exc.attempts} attempts "
+                f"(last error: {exc.last_error}); lower --rate, or add shards, then resume"
+            ) from None
         self.inflight = []
 
-    def _put_until_acknowledged(self, batch: list[_Pending]) -> None:
-        pending = batch
-        attempt = 0
-        while pending:
-            attempt += 1
-            failed, error = self._put(pending)
-            if not failed:
-                return
-            if attempt >= self.options.max_attempts:
-                self.inflight = failed
-                raise ReplayAborted(
-                    f"stream {self.options.stream!r} still refused {len(failed)} events after {attempt} attempts "
-                    f"(last error: {error}); lower --rate, or add shards, then resume"
-                )
-            delay = backoff_seconds(attempt)
-            self.summary.retries += len(failed)
-            log.warning(
-                "replay: retrying refused entries",
-                extra={"failed": len(failed), "of": len(pending), "error": error, "attempt": attempt, "delay_s": delay},
-            )
-            self.sleep(delay)
-            pending = failed
-
-    def _put(self, pending: list[_Pending]) -> tuple[list[_Pending], str]:
-        """One PutRecords call: (entries to send again, last error)."""
-        self.puts += 1
-        entries = [{"Data": p.data, "PartitionKey": p.key} for p in pending]
-        try:
-            reply = self.kinesis.put_records(Records=entries, **self.stream_arg)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "") or "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-            if code not in RETRYABLE_CODES and status < 500 and status != 429:
-                raise ReplayAborted(
-                    f"put_records to stream {self.options.stream!r} failed: {code or exc}; check that the stream "
-                    "exists and that the credentials may write to it, then resume"
-                ) from None
-            return pending, code or str(exc)
-        except _TRANSIENT as exc:
-            return pending, f"{type(exc).__name__}: {exc}"
-        results = reply.get("Records", [])
-        if len(results) != len(pending):
-            raise ReplayAborted(f"put_records answered {len(results)} entries for {len(pending)}: cannot tell which")
-        failed: list[_Pending] = []
-        error = ""
-        done: list[ObjectTracker] = []
-        for entry, result in zip(pending, results, strict=True):
-            if result.get("ErrorCode"):
-                failed.append(entry)
-                error = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
-                continue
-            entry.tracker.acknowledged(entry.offset)
-            self.summary.events_delivered += 1
-            self.summary.run_delivered += 1
-            self.summary.bytes_delivered += len(entry.data)
-            if entry.tracker.done:
-                done.append(entry.tracker)
-        for tracker in done:
-            self._maybe_done(tracker, save=False)
-        if len(failed) < len(pending):
-            self._save()
-        self._update()
-        return failed, error
+    def _retrying(self, notice: RetryNotice) -> None:
+        report = notice.report
+        self.summary.retries += len(report.failed)
+        log.warning(
+            "replay: retrying refused entries",
+            extra={
+                "failed": len(report.failed),
+                "of": len(report.sent),
+                "error": report.error,
+                "attempt": report.attempt,
+                "delay_s": notice.delay_s,
+            },
+        )
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from replay.errors import CompressionError
+
 GZIP_MAGIC = b"\x1f\x8b"
 MIB = 1024 * 1024
 DEFAULT_MAX_EVENT = 8 * MIB  # a candidate event larger than this is reported (`too_large`), not buffered further
@@ -61,10 +63,6 @@ class Malformed:
 
 
 Piece = Event | Malformed
-
-
-class CompressionError(Exception):
-    """A gzip stream is corrupt or cut short."""
 
 
 def gunzip(chunks: Iterable[bytes], step: int = INFLATE_STEP) -> Iterator[bytes]:

@@ -43,7 +43,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,12 +56,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aggregations.memory_store import MemoryStore  # noqa: E402
-from consumer.dlq import DeadLetter, MemoryDeadLetterQueue  # noqa: E402
+from consumer.dlq import DeadLetter  # noqa: E402
+from consumer.dlq.memory import MemoryDeadLetterQueue  # noqa: E402
+from consumer.pipeline import Record  # noqa: E402
 from consumer.processor import RecordProcessor  # noqa: E402
-from consumer.protocol import KclRecord, load_action  # noqa: E402
-from consumer.protocol import b64decode as protocol_b64decode  # noqa: E402
-from consumer.sinks import ForwardPair, MemorySink  # noqa: E402
-from consumer.worker import Cadence, ShardWorker  # noqa: E402
+from consumer.protocol import load_action  # noqa: E402
+from consumer.sinks import ForwardPair  # noqa: E402
+from consumer.sinks.memory import MemorySink  # noqa: E402
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores  # noqa: E402
 from devstack.generator import EventGenerator, PlannedRecord  # noqa: E402
 from streamkpi.config import AppConfig, load_config  # noqa: E402
 
@@ -195,19 +197,9 @@ class World:
     workers: list[ShardWorker] = field(default_factory=list)
 
     def worker(self, shard_id: str) -> ShardWorker:
-        extra: dict[str, Any] = {} if self.wall_ms is None else {"wall_ms": self.wall_ms}
-        worker = ShardWorker(
-            shard_id,
-            STREAM,
-            self.config,
-            self.durable,
-            self.hot,
-            self.dlq,
-            self.cadence,
-            self.clock,
-            sinks={"archive": self.archive},
-            **extra,
-        )
+        cadence = replace(self.cadence, clock=self.clock, wall_ms=self.wall_ms or self.cadence.wall_ms)
+        stores, outputs = Stores(self.durable, self.hot), Outputs(self.dlq, {"archive": self.archive})
+        worker = ShardWorker(shard_id, STREAM, self.config.pipeline, stores, outputs, cadence)
         self.workers.append(worker)
         return worker
 
@@ -243,14 +235,14 @@ def floor_pass(lines: list[str], fast: bool = False) -> int:
     """What the protocol alone costs: amazon_kclpy's parse, base64 and orjson of every record.
 
     With `fast`, the same work with the primitives the processor itself uses for it (consumer.protocol's
-    orjson parse of the lines, pybase64): the floor a processor built like ours pays."""
+    orjson parse of the lines and pybase64 of the data, into the pipeline's records): the floor a processor
+    built like ours pays."""
     parse = load_action if fast else (lambda line: json.loads(line, object_hook=dispatch.message_decode))
-    b64decode = protocol_b64decode if fast else base64.b64decode
     parsed = 0
     for line in lines:
         action = parse(line)
         for record in action.records:
-            data = b64decode(record.data)
+            data = record[0] if fast else base64.b64decode(record.data)
             if data[:2] == b"\x1f\x8b":
                 data = zlib.decompress(data, 16 + zlib.MAX_WBITS)
             try:
@@ -375,7 +367,7 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
     world = World(config, clock=clock.monotonic, wall_ms=clock.wall_ms)
     shard_ids = [f"shardId-{n:012d}" for n in range(shards)]
     processors = [world.processor(s) for s in shard_ids]
-    pending: list[list[KclRecord]] = [[] for _ in shard_ids]
+    pending: list[list[Record]] = [[] for _ in shard_ids]
     next_seq = [SEQ_BASE] * shards
     events = records = 0
 
@@ -397,7 +389,7 @@ def writes_pass(config: AppConfig, seconds: int, rate: float, shards: int = 2) -
             poll(next_poll)
             next_poll += KCL_POLL_MS
         shard = shard_of(record.partition_key, shards)
-        pending[shard].append(KclRecord(kcl_record(record.data, next_seq[shard], record.partition_key, record.send_ms)))
+        pending[shard].append((record.data, str(next_seq[shard]), 0, record.partition_key, record.send_ms))
         next_seq[shard] += 1
         events += len(record.events)
         records += 1

@@ -29,8 +29,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aggregations.memory_store import MemoryStore  # noqa: E402
-from consumer.dlq import MemoryDeadLetterQueue  # noqa: E402
-from consumer.worker import InRecord, ShardWorker  # noqa: E402
+from consumer.dlq.memory import MemoryDeadLetterQueue  # noqa: E402
+from consumer.worker import Outputs, ShardWorker, Stores  # noqa: E402
 from streamkpi.config import load_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -60,8 +60,9 @@ def bomb_cost() -> tuple[float, int, float]:
     bomb = gzip.compress(b"1\n" * 524_288, 9)
     config = load_config(None)
     dlq = MemoryDeadLetterQueue()
-    worker = ShardWorker("shard-0", "bench", config, MemoryStore("dynamodb"), MemoryStore("redis"), dlq)
-    record = InRecord(bomb, "1", 0, "pk", 1_764_000_000_000)
+    stores = Stores(MemoryStore("dynamodb"), MemoryStore("redis"))
+    worker = ShardWorker("shard-0", "bench", config.pipeline, stores, Outputs(dlq))
+    record = (bomb, "1", 0, "pk", 1_764_000_000_000)
     tracemalloc.start()
     started = time.process_time()
     worker.process([record])

@@ -4,16 +4,18 @@
 # the pinned dependencies, and amazon_kclpy with the KCL 3.1.3 jars (pinned by sha256). Called by
 # `make setup`, `make demo`, `make test` and the Dockerfile.
 #
-#   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis]
+#   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis] [--no-local]
 #
 # --no-redis: the worker image needs no redis-server (it talks to a Redis elsewhere).
+# --no-local: skip the local stack's tools, the `local` extra (moto, hypercorn: requirements-local.txt);
+#   the worker image runs without them. The tests and `make demo` need them.
 #
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-want_system=1 want_python=1 want_dev=0 want_browser=0 want_redis=1
+want_system=1 want_python=1 want_dev=0 want_browser=0 want_redis=1 want_local=1
 for arg in "$@"; do
   case "$arg" in
     --system-only) want_python=0 ;;
@@ -21,7 +23,8 @@ for arg in "$@"; do
     --dev) want_dev=1 ;;
     --browser) want_browser=1 ;;
     --no-redis) want_redis=0 ;;
-    *) echo "setup: unknown option $arg (use --system-only, --python-only, --dev, --browser, --no-redis)" >&2; exit 2 ;;
+    --no-local) want_local=0 ;;
+    *) echo "setup: unknown option $arg (use --system-only, --python-only, --dev, --browser, --no-redis, --no-local)" >&2; exit 2 ;;
   esac
 done
 
@@ -78,6 +81,7 @@ if [ "$want_python" = 1 ]; then
     "$PYTHON" -m venv "$VENV" || die "could not create $VENV (on Debian: apt-get install python3-venv)."
   fi
   reqs=(requirements.txt requirements-kcl.txt)
+  [ "$want_local" = 1 ] && reqs+=(requirements-local.txt)
   [ "$want_dev" = 1 ] && reqs+=(requirements-dev.txt)
   stamp="$VENV/.streamkpi-setup"
   digest="$(cat "${reqs[@]}" pyproject.toml | sha256sum | cut -d' ' -f1)"
@@ -85,6 +89,9 @@ if [ "$want_python" = 1 ]; then
     pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
     say "installing pinned Python dependencies into $VENV"
     "${pip[@]}" install -r requirements.txt || die "pip could not install requirements.txt (see above)."
+    if [ "$want_local" = 1 ]; then
+      "${pip[@]}" install -r requirements-local.txt || die "pip could not install requirements-local.txt."
+    fi
     if [ "$want_dev" = 1 ]; then
       "${pip[@]}" install -r requirements-dev.txt || die "pip could not install requirements-dev.txt."
     fi

@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import redis
 
 from aggregations.dynamodb_store import DynamoDBStore, make_model
 from aggregations.redis_store import RedisStore
-from consumer.dlq import SqsDeadLetterQueue
-from consumer.health import RedisHealth
-from consumer.sinks import EventSink, FirehoseSink, KinesisStreamSink
-from consumer.worker import Cadence, ShardWorker
+from aggregations.store import AggregateStore
+from consumer.dlq.sqs import SqsDeadLetterQueue
+from consumer.health.redis_health import RedisHealth
+from consumer.processor import RecordProcessor, WorkerFactory
+from consumer.protocol import KCLReader
+from consumer.sinks import EventSink
+from consumer.sinks.firehose import FirehoseSink
+from consumer.sinks.kinesis import KinesisStreamSink
+from consumer.sinks.sqs import SqsQueueSink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi import logs
 from streamkpi.config import AppConfig, load_config
 from streamkpi.settings import Settings, read_env_file
+
+if TYPE_CHECKING:
+    from dashboard.publisher import Publisher, Target
+    from deadletters.ledger_dynamodb import DynamoDbRedriveLedger
+    from deadletters.redrive import Context as RedriveContext
+    from replay.runner import Replayer, ReplayOptions, Summary
+
+log = logging.getLogger("streamkpi.processor")
 
 # The env file of the local stack also carries the AWS credentials moto expects; boto3, pynamodb and
 # the Java KCL daemon read those from the process environment, so they are exported there.
@@ -80,12 +97,17 @@ class Services:
 
     @cached_property
     def sinks(self) -> dict[str, EventSink]:
-        """The forward sinks the config defines; Firehose sinks default to the settings' delivery stream."""
+        """The forward sinks the config defines; Firehose sinks default to the settings' delivery stream, an
+        SQS sink's queue is a URL or a name (looked up now, so a missing queue fails at start)."""
         built: dict[str, EventSink] = {}
         for sink in self.config.sinks:
             if sink.type == "firehose":
                 target = sink.target or self.settings.firehose_stream
                 built[sink.name] = FirehoseSink(sink.name, self.client("firehose"), target, pack=sink.pack)
+            elif sink.type == "sqs":
+                sqs, queue = self.client("sqs"), str(sink.target)
+                url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+                built[sink.name] = SqsQueueSink(sink.name, sqs, url)
             else:
                 built[sink.name] = KinesisStreamSink(sink.name, self.client("kinesis"), str(sink.target))
         return built
@@ -105,21 +127,104 @@ class Services:
         )
 
 
-def build_worker_factory(settings: Settings) -> Any:
+def build_worker_factory(settings: Settings) -> WorkerFactory:
     services = Services(settings)
     # Build everything now, so a bad config or an unreachable queue fails at start, not mid-batch.
-    config, durable, hot, dlq, sinks, health = (
-        services.config,
-        services.dynamodb_store,
-        services.redis_store,
-        services.dead_letters,
-        services.sinks,
-        services.health,
-    )
+    pipeline = services.config.pipeline
+    stores = Stores(services.dynamodb_store, services.redis_store)
+    outputs = Outputs(services.dead_letters, services.sinks, services.health)
+    cadence = services.cadence()
 
     def factory(shard_id: str) -> ShardWorker:
-        return ShardWorker(
-            shard_id, settings.stream, config, durable, hot, dlq, services.cadence(), sinks=sinks, health=health
-        )
+        return ShardWorker(shard_id, settings.stream, pipeline, stores, outputs, cadence)
 
     return factory
+
+
+def run_record_processor() -> None:
+    """Entry point of the `streamkpi-processor` executable that the MultiLangDaemon starts per shard."""
+    settings = bootstrap()
+    try:
+        factory = build_worker_factory(settings)
+    except Exception:
+        log.exception("cannot start the record processor")
+        sys.exit(3)
+    KCLReader(RecordProcessor(factory)).run()
+
+
+# The builders below import their packages when called: the record processor imports this module and
+# needs none of them.
+
+
+def build_publisher(
+    settings: Settings,
+    targets: Sequence[Target],
+    store: str = "redis",
+    dlq_every_seconds: float = 60.0,
+    dlq_sample: int = 500,
+) -> Publisher:
+    """A Publisher over the configured stores (preferred first, the other as fallback), health and DLQ."""
+    from dashboard.publisher import DlqSampler, Publisher, Source
+
+    services = Services(settings)
+    config = services.config
+    redis_store: AggregateStore = services.redis_store
+    dynamodb_store: AggregateStore = services.dynamodb_store
+    stores = [redis_store, dynamodb_store] if store == "redis" else [dynamodb_store, redis_store]
+    dlq = DlqSampler(lambda: services.client("sqs"), settings.dlq_queue, dlq_every_seconds, dlq_sample)
+    source = Source(
+        stream=settings.stream,
+        stores=stores,
+        resolutions=config.resolutions,
+        metrics=config.metric_set.by_name,
+        health=services.health.read,
+        dlq=dlq,
+        config_source=config.source,
+    )
+    return Publisher(source, targets)
+
+
+def build_redrive(settings: Settings, stream: str) -> tuple[DynamoDbRedriveLedger, RedriveContext]:
+    """A redrive of the DLQ into `stream` with the config's rules: its ledger in the metrics table (to check
+    before the run) and the run's context. ConfigError if the config file has a mistake."""
+    from deadletters.ledger_dynamodb import DynamoDbRedriveLedger
+    from deadletters.redrive import NO_RETRY_CONFIG, Context
+
+    services = Services(settings)
+    ledger = DynamoDbRedriveLedger(services.client("dynamodb"), settings.metrics_table)
+    context = Context(
+        # No automatic retries: a PutRecords retried after a timeout could put a letter twice.
+        kinesis=boto3.client("kinesis", **settings.kinesis_client_kwargs(), config=NO_RETRY_CONFIG),
+        stream=stream,
+        rules=services.config.rules,
+        ledger=ledger,
+        s3=services.client("s3"),
+        bucket=settings.archive_bucket,
+        limits=settings.limits(),
+    )
+    return ledger, context
+
+
+def build_replayer(settings: Settings, options: ReplayOptions, **callbacks: Any) -> Replayer:
+    """A replay from the archive into a stream; `callbacks` are the Replayer's on_start / on_update."""
+    from replay.runner import Replayer
+
+    services = Services(settings)
+    return Replayer(services.client("s3"), services.client("kinesis"), options, **callbacks)
+
+
+def build_rebuild(settings: Settings, options: ReplayOptions, echo: Callable[[str], None]) -> Callable[..., Summary]:
+    """`rebuild(**callbacks)`: reset the aggregates of the span in both stores, then replay it (`options`)."""
+    from replay.rebuild import run_rebuild
+
+    services = Services(settings)
+    stores: list[tuple[str, AggregateStore]] = [("DynamoDB", services.dynamodb_store), ("Redis", services.redis_store)]
+    return partial(
+        run_rebuild,
+        stores=stores,
+        resolutions=services.config.resolutions,
+        s3=services.client("s3"),
+        kinesis=services.client("kinesis"),
+        options=options,
+        echo=echo,
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,21 @@ import orjson
 from aggregations.metrics import AGGREGATORS, BUILTIN_EVENTS_METRIC, MetricDef, MetricSet
 from aggregations.windows import Resolution, parse_duration_ms
 from consumer.bounds import DEFAULT_LIMITS, Limits, ValueChecks
+from consumer.forwarding import sink_terms
+from consumer.pipeline import Pipeline
+from consumer.routing import Route, Router, with_routed_types
 from consumer.validate import Rules
+from streamkpi.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """The configuration file has a mistake; the message names where and what to write instead."""
-
-
-SINK_TYPES = ("firehose", "kinesis")
+SINK_TYPES = ("firehose", "kinesis", "sqs")
+_TARGET_KEYS = {"firehose": "delivery_stream", "kinesis": "stream", "sqs": "queue"}  # what names the target
 DISTINCT_MAX_GROUPS = 20
 
 
 @dataclass(frozen=True)
 class SinkDef:
-    """A forward sink. `target` is the delivery stream / stream name; None means the settings' default."""
+    """A forward sink. `target` is the delivery stream / stream name / queue name or URL; None means the
+    settings' default (firehose only)."""
 
     name: str
     type: str
@@ -41,50 +41,36 @@ class SinkDef:
 
 
 @dataclass(frozen=True)
-class Route:
-    types: tuple[str, ...]  # exact names or globs such as "donation.*"
-    metrics: tuple[str, ...] = ()
-    sinks: tuple[str, ...] = ()
-
-
-class Router:
-    """Which sinks an event type goes to; cached per type because this is the hot path."""
-
-    def __init__(self, routes: tuple[Route, ...]) -> None:
-        self.routes = routes
-        self._cache: dict[str, tuple[str, ...]] = {}
-
-    def sinks_for(self, event_type: str) -> tuple[str, ...]:
-        found = self._cache.get(event_type)
-        if found is None:
-            names: dict[str, None] = {}  # ordered, unique
-            for route in self.routes:
-                if any(fnmatchcase(event_type, pattern) for pattern in route.types):
-                    names.update(dict.fromkeys(route.sinks))
-            found = tuple(names)
-            if len(self._cache) < 100_000:
-                self._cache[event_type] = found
-        return found
-
-
-@dataclass(frozen=True)
 class AppConfig:
-    resolutions: tuple[Resolution, ...]
-    metrics: tuple[MetricDef, ...]
-    rules: Rules
+    """The config file, read and checked. `pipeline` is what the workers run by (with the settings' limits):
+    built here, once, and shared, so the caches inside it (per event type: forward plan, metrics, rules) fill
+    once."""
+
+    pipeline: Pipeline
     source: str
     sinks: tuple[SinkDef, ...] = ()
-    routes: tuple[Route, ...] = ()
     schemas: dict[str, Any] = field(default_factory=dict)  # eventType -> JSON Schema (as written)
-    limits: Limits = DEFAULT_LIMITS  # the bounds on one record's cost (the STREAMKPI_MAX_* settings)
 
     @property
-    def router(self) -> Router:
-        return Router(self.routes)
+    def resolutions(self) -> tuple[Resolution, ...]:
+        return self.pipeline.resolutions
+
+    @property
+    def rules(self) -> Rules:
+        return self.pipeline.rules
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds on one record's cost (the STREAMKPI_MAX_* settings)."""
+        return self.pipeline.limits
 
     @property
     def metric_set(self) -> MetricSet:
-        return MetricSet(self.metrics)
+        return self.pipeline.metrics
+
+    @property
+    def metrics(self) -> tuple[MetricDef, ...]:
+        return self.pipeline.metrics.metrics
 
     def resolution(self, name: str) -> Resolution:
         for r in self.resolutions:
@@ -120,7 +106,7 @@ def parse_config(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> App
     sinks = _sinks(doc.get("sinks", {}), source)
     metric_defs = _metrics(doc.get("metrics", {}), source)
     routes = _routes(doc.get("routes", []), {s.name for s in sinks}, {m.name for m in metric_defs}, source)
-    metric_defs = _with_routed_types(metric_defs, routes)
+    metric_defs = with_routed_types(metric_defs, routes)
     metrics = (BUILTIN_EVENTS_METRIC, *metric_defs)
     schemas = _schemas(doc.get("schemas", {}), source)
     rules = _rules(doc.get("validation", {}), resolutions, source)
@@ -136,7 +122,8 @@ def parse_config(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> App
         values=_value_checks(metrics, limits),
         max_value_chars=limits.max_value_chars,
     )
-    return AppConfig(resolutions, metrics, rules, source, sinks, routes, schemas, limits)
+    router = Router(routes, {sink.name: sink_terms(sink.type, sink.target) for sink in sinks})
+    return AppConfig(Pipeline(rules, limits, MetricSet(metrics), resolutions, router), source, sinks, schemas)
 
 
 def _value_checks(metrics: tuple[MetricDef, ...], limits: Limits) -> ValueChecks:
@@ -166,27 +153,24 @@ def _sinks(table: Any, source: str) -> tuple[SinkDef, ...]:
         kind = spec.get("type")
         if kind not in SINK_TYPES:
             raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
-        allowed = ("type", "delivery_stream", "pack") if kind == "firehose" else ("type", "stream")
+        key = _TARGET_KEYS[kind]
+        allowed = ("type", key, "pack") if kind == "firehose" else ("type", key)
         unknown = set(spec) - set(allowed)
         if unknown:
-            target_key = "delivery_stream" if kind == "firehose" else "stream"
-            hint = (
-                f" (a {kind} sink names its target with {target_key})"
-                if {"stream", "delivery_stream"} & unknown
-                else ""
-            )
+            hint = f" (a {kind} sink names its target with {key})" if set(_TARGET_KEYS.values()) & unknown else ""
             raise ConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)}; allowed for {kind}: {', '.join(allowed)}{hint}"
             )
         pack = spec.get("pack", True)
         if not isinstance(pack, bool):
             raise ConfigError(f"{where}.pack: must be true or false, got {pack!r}")
-        key = "delivery_stream" if kind == "firehose" else "stream"
         target = spec.get(key)
         if target is not None and (not isinstance(target, str) or not target):
             raise ConfigError(f"{where}.{key}: must be a non-empty name")
         if kind == "kinesis" and target is None:
             raise ConfigError(f'{where}: a kinesis sink needs stream = "<stream name>"')
+        if kind == "sqs" and target is None:
+            raise ConfigError(f'{where}: an sqs sink needs queue = "<queue name or URL>"')
         out.append(SinkDef(name, kind, target, pack))
     return tuple(out)
 
@@ -216,19 +200,6 @@ def _routes(items: Any, sinks: set[str], metrics: set[str], source: str) -> tupl
                 raise ConfigError(f"{where}.{key}: {sorted(missing)} not defined; defined: {sorted(known)}")
         out.append(Route(values["types"], values["metrics"], values["sinks"]))
     return tuple(out)
-
-
-def _with_routed_types(metrics: list[MetricDef], routes: tuple[Route, ...]) -> list[MetricDef]:
-    """A route that names a metric feeds it the route's types, in addition to the metric's own `types`;
-    a metric with neither counts every type."""
-    import dataclasses
-
-    out = []
-    for metric in metrics:
-        routed = [p for r in routes if metric.name in r.metrics for p in r.types]
-        types = tuple(dict.fromkeys((*metric.types, *routed))) or ("*",)
-        out.append(dataclasses.replace(metric, types=types))
-    return out
 
 
 def _schemas(table: Any, source: str) -> dict[str, Any]:
@@ -323,7 +294,7 @@ def _metrics(table: Any, source: str) -> list[MetricDef]:
         if AGGREGATORS[agg].needs_field and not field:
             raise ConfigError(f'{where}: agg = {agg!r} needs field = "dotted.path" of a number')
         by = spec.get("by", [])
-        types = spec.get("types", [])  # none given: routes decide, else every type (see _with_routed_types)
+        types = spec.get("types", [])  # none given: routes decide, else every type (see with_routed_types)
         for key, value in (("by", by), ("types", types)):
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{where}.{key}: must be a list of non-empty strings")

@@ -14,16 +14,13 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
+from streamkpi.errors import DaemonError
 from streamkpi.settings import KCL_CLIENT_VERSIONS, Settings
 
 log = logging.getLogger("streamkpi.kcl")
 
 JVM_SIGNAL_EXIT_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 MULTILANG_MAIN = "software.amazon.kinesis.multilang.MultiLangDaemon"
-
-
-class DaemonError(RuntimeError):
-    """The daemon cannot start; the message says what is missing and how to get it."""
 
 
 def jars_dir() -> Path:

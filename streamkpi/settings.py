@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.bounds import Limits
-
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message says which and what to do."""
+from streamkpi.errors import SettingsError
 
 
 def _spec(env: str, default: Any, doc: str) -> Any:

@@ -15,7 +15,7 @@ then the forward sinks, then DynamoDB, then Redis, and only then the checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -26,10 +26,12 @@ from botocore.exceptions import ClientError
 from aggregations.dynamodb_store import DynamoDBStore, make_model
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
-from consumer.dlq import SqsDeadLetterQueue
+from consumer.dlq.sqs import SqsDeadLetterQueue
 from consumer.processor import RecordProcessor
-from consumer.sinks import EventSink, FirehoseSink, KinesisStreamSink
-from consumer.worker import Cadence, ShardWorker
+from consumer.sinks import EventSink
+from consumer.sinks.firehose import FirehoseSink
+from consumer.sinks.kinesis import KinesisStreamSink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from devstack.resources import ensure_table
 from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
 from tests.functional import moto_aws
@@ -156,10 +158,9 @@ class Rig:
             sink = FirehoseSink("archive", self.outage, DELIVERY, sleep=noop, attempts=3)
         else:
             sink = KinesisStreamSink("archive", self.outage, FORWARDED, sleep=noop, attempts=3)
-        return ShardWorker(
-            shard_id, "events", self.config, self.durable, self.hot, self.dlq, self.cadence, self.clock, noop,
-            sinks={"archive": sink}, wall_ms=lambda: ARRIVAL_MS + 1000,
-        )  # fmt: skip
+        stores, outputs = Stores(self.durable, self.hot), Outputs(self.dlq, sinks={"archive": sink})
+        cadence = replace(self.cadence, clock=self.clock, sleep=noop, wall_ms=lambda: ARRIVAL_MS + 1000)
+        return ShardWorker(shard_id, "events", self.config.pipeline, stores, outputs, cadence)
 
     def start(self) -> tuple[FakeDaemon, Witness]:
         daemon = FakeDaemon(RecordProcessor(self.factory, sleep=noop, exit=raising_exit))

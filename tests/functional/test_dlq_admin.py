@@ -20,15 +20,8 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from typer.testing import CliRunner
 
-from consumer.dlq import (
-    MAX_PAYLOAD_BYTES,
-    DeadLetter,
-    PayloadUnavailableError,
-    SqsDeadLetterQueue,
-    dlq_message,
-    letter_payload,
-    s3_key,
-)
+from consumer.dlq import MAX_PAYLOAD_BYTES, DeadLetter, PayloadUnavailableError, dlq_message, letter_payload, s3_key
+from consumer.dlq.sqs import SqsDeadLetterQueue
 from consumer.validate import Rules
 from deadletters import admin as dlq_admin
 from deadletters import redrive as redrive_mod
@@ -505,6 +498,33 @@ def test_a_put_whose_outcome_is_unknown_is_never_sent_again_blindly(aws: dict[st
     clock.skip(SETTLED_MS)
     later = redrive(aws, clock_ms=clock)
     assert (later.recovered, later.redriven) == (len(NOW_VALID), 0)
+    assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
+    assert visible(aws) == 0
+
+
+class ShortReplyKinesis:
+    """moto's Kinesis whose first put_records reply leaves out its last answer (the record is stored)."""
+
+    def __init__(self, kinesis: Any) -> None:
+        self.kinesis, self.calls = kinesis, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kinesis, name)
+
+    def put_records(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        reply = self.kinesis.put_records(**kwargs)
+        return {**reply, "Records": reply["Records"][:-1]} if self.calls == 1 else reply
+
+
+def test_a_short_reply_leaves_the_unanswered_letter_to_be_settled_and_puts_the_rest(aws: dict[str, Any]) -> None:
+    fill(aws, NOW_VALID)
+    clock = Clock()
+    first = redrive(aws, kinesis=ShortReplyKinesis(aws["kinesis"]), clock_ms=clock)
+    assert first.redriven == len(NOW_VALID) - 1 and first.kept == {dlq_admin.REDRIVE_PENDING: 1}
+    clock.skip(SETTLED_MS)
+    later = redrive(aws, clock_ms=clock)
+    assert (later.recovered, later.redriven) == (1, 0)  # it was in the stream: found, not put again
     assert Counter(stream_records(aws["kinesis"])) == once_each(NOW_VALID)
     assert visible(aws) == 0
 

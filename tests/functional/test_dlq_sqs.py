@@ -12,18 +12,11 @@ import boto3
 import orjson
 import pytest
 
-from aggregations.store import StoreUnavailableError
-from consumer.dlq import (
-    MAX_INLINE_BODY_BYTES,
-    SQS_MAX_BYTES,
-    DeadLetter,
-    SqsDeadLetterQueue,
-    dlq_message,
-    encode_body,
-    entry_bytes,
-    letter_payload,
-    s3_key,
-)
+from consumer.dlq import DeadLetter, dlq_message, encode_body, letter_payload, s3_key
+from consumer.dlq.sqs import MAX_INLINE_BODY_BYTES, SqsDeadLetterQueue
+from delivery.aws import sqs_message_bytes
+from delivery.errors import DeliveryUnavailableError
+from delivery.limits import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES
 from devstack.resources import ensure_bucket, ensure_dlq_payload_expiry
 
 BUCKET = "archive"
@@ -58,7 +51,7 @@ def aws(moto: None) -> None:
 
 def make_queue(name: str = "dlq") -> tuple[Any, str]:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    attributes = {"MaximumMessageSize": str(SQS_MAX_BYTES)}  # moto's default is 1 MiB; hold it to 256 KiB
+    attributes = {"MaximumMessageSize": str(SQS_MAX_MESSAGE_BYTES)}  # moto's default is 1 MiB; hold it to 256 KiB
     if name.endswith(".fifo"):
         attributes["FifoQueue"] = "true"
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
@@ -174,7 +167,7 @@ def test_a_body_just_over_the_inline_limit_goes_to_s3(aws: None) -> None:
 
 def test_too_large_without_a_bucket_is_refused_not_truncated(aws: None) -> None:
     sqs, url = make_queue()
-    with pytest.raises(StoreUnavailableError, match="no S3 bucket"):
+    with pytest.raises(DeliveryUnavailableError, match="no S3 bucket"):
         SqsDeadLetterQueue(sqs, url, sleep=lambda s: None).send([dataclasses.replace(LETTER, payload=b"x" * 300_000)])
     assert drain(sqs, url) == []
 
@@ -184,9 +177,9 @@ def test_ten_100_kb_letters_are_split_under_the_batch_limit(aws: None) -> None:
     recording = RecordingSqs(sqs)
     sent = letters(10, payload_bytes=100_000)
     SqsDeadLetterQueue(recording, url, sleep=lambda s: None).send(sent)
-    sizes = [sum(entry_bytes(e) for e in batch) for batch in recording.batches]
+    sizes = [sum(sqs_message_bytes(e) for e in batch) for batch in recording.batches]
     assert len(recording.batches) > 1
-    assert all(size <= SQS_MAX_BYTES for size in sizes), sizes
+    assert all(size <= SQS_MAX_BATCH_BYTES for size in sizes), sizes
     assert all(len(batch) <= 10 for batch in recording.batches)
     bodies = [orjson.loads(m["Body"]) for m in drain(sqs, url)]
     assert sorted(b["index"] for b in bodies) == list(range(10))
@@ -227,13 +220,27 @@ def test_refused_entries_alone_are_retried(aws: None) -> None:
     assert sorted(indices) == list(range(10))  # none lost, none twice
 
 
-def test_sqs_down_for_every_attempt_raises_store_unavailable(aws: None) -> None:
+def test_sqs_down_for_every_attempt_raises_delivery_unavailable(aws: None) -> None:
     sqs, url = make_queue()
     recording = RecordingSqs(sqs, down_calls=100)
-    with pytest.raises(StoreUnavailableError, match="after 5 attempts"):
+    with pytest.raises(DeliveryUnavailableError, match="after 5 attempts"):
         SqsDeadLetterQueue(recording, url, sleep=lambda s: None, attempts=5).send(letters(3))
     assert len(recording.batches) == 5
     assert drain(sqs, url) == []
+
+
+def test_entries_refused_for_the_senders_fault_are_not_sent_again(aws: None) -> None:
+    class Refusing:
+        calls = 0
+
+        def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            self.calls += 1
+            return {"Failed": [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidParameterValue"} for e in Entries]}
+
+    refusing = Refusing()
+    with pytest.raises(DeliveryUnavailableError, match=r"refused 3 of 3 entries for good \(InvalidParameterValue\)"):
+        SqsDeadLetterQueue(refusing, "https://sqs/dlq", sleep=lambda s: None).send(letters(3))
+    assert refusing.calls == 1
 
 
 def test_sqs_down_for_a_while_then_back_loses_nothing(aws: None) -> None:
@@ -243,10 +250,10 @@ def test_sqs_down_for_a_while_then_back_loses_nothing(aws: None) -> None:
     assert sorted(orjson.loads(m["Body"])["index"] for m in drain(sqs, url)) == list(range(12))
 
 
-def test_s3_down_raises_store_unavailable_and_sends_no_dangling_pointer(aws: None) -> None:
+def test_s3_down_raises_delivery_unavailable_and_sends_no_dangling_pointer(aws: None) -> None:
     sqs, url = make_queue()
     s3 = boto3.client("s3", region_name="us-east-1")  # no bucket: every put fails
-    with pytest.raises(StoreUnavailableError, match="S3 refused"):
+    with pytest.raises(DeliveryUnavailableError, match="S3 refused"):
         SqsDeadLetterQueue(sqs, url, sleep=lambda s: None, s3_client=s3, bucket=BUCKET).send(
             [LETTER, dataclasses.replace(LETTER, index=1, payload=b"z" * 300_000)]
         )

@@ -10,6 +10,7 @@ import gzip
 import random
 import string
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -19,17 +20,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregations.dynamodb_store import DynamoDBStore, make_model
+from aggregations.errors import StoreUnavailableError
 from aggregations.memory_store import MemoryStore
 from aggregations.metrics import OTHER_GROUP
 from aggregations.partials import merge_partials
-from aggregations.store import StoreUnavailableError
 from consumer.bounds import Limits, to_json_bytes
 from consumer.decode import decode_record
-from consumer.dlq import DeadLetter, MemoryDeadLetterQueue
+from consumer.dlq import DeadLetter
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.errors import FatalError
+from consumer.pipeline import Record
 from consumer.reasons import Reason
-from consumer.sinks import MemorySink
+from consumer.sinks.memory import MemorySink
 from consumer.validate import READ_AGAIN, Invalid, check_event
-from consumer.worker import Cadence, FatalError, InRecord, ShardWorker
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
+from delivery.backoff import Backoff
 from devstack.resources import ensure_table
 from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
 from tests.functional.test_processor import Rig, record
@@ -37,6 +42,7 @@ from tests.functional.test_processor import Rig, record
 CONFIG = load_config(None)
 ARRIVAL_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 DAY = 86_400_000
+CEILING = Backoff(random=lambda: 1.0)  # every retry delay at its ceiling: 0.1, 0.2, 0.4 ...
 EAGER = Cadence(redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seconds=0, store_retry_seconds=0)
 LAZY = Cadence(redis_flush_seconds=3600, dynamodb_flush_seconds=3600, checkpoint_seconds=3600, store_retry_seconds=0)
 
@@ -65,10 +71,9 @@ class Shard:
         self.durable, self.hot, self.dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
         self.sink = MemorySink("archive")
         self.clock = clock or Clock()
-        self.worker = ShardWorker(
-            "shard-0", "events", config, self.durable, self.hot, self.dlq, cadence, self.clock, self.clock.sleep,
-            sinks={"archive": self.sink}, wall_ms=lambda: ARRIVAL_MS,
-        )  # fmt: skip
+        cadence = replace(cadence, clock=self.clock, sleep=self.clock.sleep, wall_ms=lambda: ARRIVAL_MS)
+        stores, outputs = Stores(self.durable, self.hot), Outputs(self.dlq, sinks={"archive": self.sink})
+        self.worker = ShardWorker("shard-0", "events", config.pipeline, stores, outputs, cadence)
 
     def counts(self, store: MemoryStore | None = None, resolution: str = "1d") -> Counter[str]:
         total: Counter[str] = Counter()
@@ -89,8 +94,8 @@ def event(event_type: str = "click", offset_ms: int = -60_000, **extra: Any) -> 
     return {"eventType": event_type, "timestamp": ARRIVAL_MS + offset_ms, **extra}
 
 
-def in_record(data: bytes, seq: int, key: str = "pk") -> InRecord:
-    return InRecord(data, str(seq), 0, key, ARRIVAL_MS)
+def in_record(data: bytes, seq: int, key: str = "pk") -> Record:
+    return (data, str(seq), 0, key, ARRIVAL_MS)
 
 
 # -- letters per record -----------------------------------------------------------------------------------------
@@ -233,7 +238,7 @@ def test_a_record_letter_releases_the_pending_bytes_of_the_letters_it_replaces()
 
 def test_a_slow_first_attempt_that_fails_once_is_retried() -> None:
     clock = Clock()
-    shard = Shard(cadence=Cadence(store_retry_seconds=5.0), clock=clock)
+    shard = Shard(cadence=Cadence(store_retry_seconds=5.0, backoff=CEILING), clock=clock)
     attempts: list[float] = []
 
     def action() -> str:
@@ -251,7 +256,7 @@ def test_a_slow_first_attempt_that_fails_once_is_retried() -> None:
 def test_retries_give_up_store_retry_seconds_after_the_first_failure() -> None:
     clock = Clock()
     clock.now = 100.0
-    shard = Shard(cadence=Cadence(store_retry_seconds=1.0), clock=clock)
+    shard = Shard(cadence=Cadence(store_retry_seconds=1.0, backoff=CEILING), clock=clock)
     attempts = 0
 
     def action() -> None:
@@ -298,7 +303,8 @@ def test_an_item_dynamodb_refuses_as_too_large_is_folded_into_other_and_the_shar
     config = with_limits(WIDE_CONFIG_TEXT, max_item_bytes=10**9)
     durable = DynamoDBStore(make_model(TABLE, "us-east-1", None), config.resolutions)
     hot, dlq = MemoryStore("redis"), MemoryDeadLetterQueue()
-    worker = ShardWorker("shard-0", "events", config, durable, hot, dlq, EAGER, wall_ms=lambda: ARRIVAL_MS)
+    cadence = replace(EAGER, wall_ms=lambda: ARRIVAL_MS)
+    worker = ShardWorker("shard-0", "events", config.pipeline, Stores(durable, hot), Outputs(dlq), cadence)
     paths = random_paths(1_200, 500)
     lines = [orjson.dumps(event("page.view", path=p)) for p in paths]
     records = [in_record(b"\n".join(lines[n : n + 100]), 10 + n) for n in range(0, len(lines), 100)]
@@ -325,6 +331,45 @@ def test_an_item_dynamodb_refuses_as_too_large_is_folded_into_other_and_the_shar
         "events": {OTHER_GROUP: 1_200, "page.view": 3},
     }
     assert worker.last_record == ("5000", 0)
+
+
+# -- what the forward sinks take --------------------------------------------------------------------------------------
+
+ORDERS_CONFIG_TEXT = (
+    default_config_text()
+    + '\n[sinks.orders]\ntype = "sqs"\nqueue = "orders.fifo"\n\n[[routes]]\ntypes = ["order.*"]\nsinks = ["orders"]\n'
+)
+
+
+def test_an_event_one_of_its_sinks_cannot_take_is_a_too_large_letter_and_counts_nowhere() -> None:
+    config = with_limits(ORDERS_CONFIG_TEXT, max_event_bytes=400_000)
+    archive, orders, dlq = MemorySink("archive"), MemorySink("orders"), MemoryDeadLetterQueue()
+    stores = Stores(MemoryStore("dynamodb"), MemoryStore("redis"))
+    outputs = Outputs(dlq, {"archive": archive, "orders": orders})
+    cadence = replace(EAGER, wall_ms=lambda: ARRIVAL_MS)
+    worker = ShardWorker("shard-0", "events", config.pipeline, stores, outputs, cadence)
+    small = event("order.placed")
+    big = event("order.placed", note="x" * 300_000)  # more than an SQS message takes, less than a Firehose record
+    big_click = event("click", note="x" * 300_000)  # archived only
+    worker.process([in_record(orjson.dumps([small, big]), 1, "pk-1"), in_record(orjson.dumps(big_click), 2, "pk-2")])
+    worker.flush_durable()
+
+    [letter] = dlq.letters
+    body = orjson.dumps(big)
+    assert (letter.reason, letter.sequence_number, letter.index, letter.payload) == (Reason.TOO_LARGE, "1", 1, body)
+    assert letter.detail == f"event of {len(body)} bytes is larger than a forward sink accepts"
+    # A FIFO queue's events carry their identity (its deduplication id); every sink gets the same bytes.
+    assert orders.events == [("pk-1", orjson.dumps(small), "shard-0/1/0/0")]
+    assert [(key, orjson.loads(data)) for key, data, *_ in archive.events] == [("pk-1", small), ("pk-2", big_click)]
+    assert worker.stats.events == 2
+
+
+def test_a_worker_does_not_start_without_every_sink_its_routes_name() -> None:
+    pipeline = parse_config(ORDERS_CONFIG_TEXT, "orders").pipeline
+    stores = Stores(MemoryStore("dynamodb"), MemoryStore("redis"))
+    outputs = Outputs(MemoryDeadLetterQueue(), {"archive": MemorySink("archive")})
+    with pytest.raises(ValueError, match=r"routes name sinks that were not built: \['orders'\]"):
+        ShardWorker("shard-0", "events", pipeline, stores, outputs)
 
 
 # -- through the KCL protocol ------------------------------------------------------------------------------------------
@@ -417,18 +462,19 @@ payloads = st.one_of(
 )
 
 
-def expected_outcome(r: InRecord) -> tuple[int, int, int | None]:
+def expected_outcome(r: Record) -> tuple[int, int, int | None]:
     """Independently of the worker's loop: (items of the record, its invalid items, the `events` of the one
     letter standing for the whole record, or None when its invalid items are dead-lettered one by one)."""
     limits, rules = SMALL.limits, SMALL.rules
-    decoded = decode_record(r.data, limits)
+    data, _, _, _, arrival_ms = r
+    decoded = decode_record(data, limits)
     items = len(decoded.objects) + len(decoded.rejections)
     if len(decoded.rejections) == 1 and decoded.rejections[0].events is not None:
         return items, 1, decoded.rejections[0].events
-    verdicts = [check_event(obj, r.arrival_ms, rules) for _, obj in decoded.objects]
+    verdicts = [check_event(obj, arrival_ms, rules) for _, obj in decoded.objects]
     if any(v is READ_AGAIN for v in verdicts):  # a summed integer past 64 bits: the record is read exactly
-        decoded = decode_record(r.data, limits, exact=True)
-        verdicts = [check_event(obj, r.arrival_ms, rules, exact=True) for _, obj in decoded.objects]
+        decoded = decode_record(data, limits, exact=True)
+        verdicts = [check_event(obj, arrival_ms, rules, exact=True) for _, obj in decoded.objects]
     assert READ_AGAIN not in verdicts
     invalid = len(decoded.rejections) + sum(type(v) is Invalid for v in verdicts)
     return items, invalid, items if invalid > LIMITS.max_letters_per_record else None
@@ -453,12 +499,12 @@ def test_hostile_records_are_counted_or_dead_lettered_exactly_once_with_bounded_
         letters.setdefault(letter.sequence_number, []).append(letter)
     forwarded = Counter(key for key, _ in shard.sink.events)
     for r in records:
-        seq = r.sequence_number
+        data, seq, _, partition_key, _ = r
         items, invalid, whole = expected_outcome(r)
-        mine, sent = letters.get(seq, []), forwarded[r.partition_key]
+        mine, sent = letters.get(seq, []), forwarded[partition_key]
         if whole is not None:
             [letter] = mine
-            assert (letter.index, letter.events, letter.payload) == (0, whole, r.data), letter
+            assert (letter.index, letter.events, letter.payload) == (0, whole, data), letter
             assert sent == 0
         else:
             assert len(mine) == invalid <= LIMITS.max_letters_per_record

@@ -4,6 +4,7 @@ the library ships it), with in-memory stores."""
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -11,13 +12,13 @@ from amazon_kclpy import kcl
 
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.health import MemoryHealth
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.health.memory import MemoryHealth
 from consumer.processor import RecordProcessor
 from consumer.protocol import KCLReader
 from consumer.reasons import Reason
-from consumer.sinks import MemorySink
-from consumer.worker import Cadence, ShardWorker
+from consumer.sinks.memory import MemorySink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import default_config_text, load_config, parse_config
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
 
@@ -34,10 +35,10 @@ class Rig:
         self.cadence = cadence
 
     def factory(self, shard_id: str) -> ShardWorker:
-        return ShardWorker(
-            shard_id, "events", self.config, self.durable, self.hot, self.dlq, self.cadence,
-            sinks={"archive": self.sink}, health=self.health, wall_ms=lambda: ARRIVAL_MS + 1000,
-        )  # fmt: skip
+        stores = Stores(self.durable, self.hot)
+        outputs = Outputs(self.dlq, sinks={"archive": self.sink}, health=self.health)
+        cadence = replace(self.cadence, wall_ms=lambda: ARRIVAL_MS + 1000)
+        return ShardWorker(shard_id, "events", self.config.pipeline, stores, outputs, cadence)
 
     def start(self, process_class: type[kcl.KCLProcess] = KCLReader) -> FakeDaemon:
         processor = RecordProcessor(self.factory, sleep=lambda s: None, exit=raising_exit)

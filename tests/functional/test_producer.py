@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from consumer.decode import decode_record
 from consumer.validate import Invalid, Rules, validate_event
+from delivery.backoff import Backoff
 from devstack.generator import INVALID_REASONS, EventGenerator, PlannedRecord, Truth, event_count
 from devstack.producer import LINGER_MS, GenerateError, run_generate
 from tests.functional import moto_aws
@@ -19,6 +20,7 @@ from tests.functional import moto_aws
 STREAM = "events"
 START_MS = 1_764_000_000_000
 WALL_START_MS = 1_800_000_000_000  # the fake wall clock is elsewhere: pacing must be relative
+CEILING = Backoff(random=lambda: 1.0)  # every retry delay at its ceiling: 0.1, 0.2, 0.4 ...
 
 
 class FakeClock:
@@ -44,10 +46,12 @@ class RecordingClient:
         self.refuse_calls = refuse_first  # this many first calls refuse every third entry
         self.throttle_calls = throttle_calls  # this many first calls fail as a whole
         self.calls: list[tuple[int, list[bytes]]] = []
+        self.sent: list[tuple[int, str, bytes]] = []  # (when, partition key, data) of every entry sent
         self.refused: list[bytes] = []
 
     def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append((self.clock.now, [entry["Data"] for entry in Records]))
+        self.sent += [(self.clock.now, entry["PartitionKey"], entry["Data"]) for entry in Records]
         if self.throttle_calls:
             self.throttle_calls -= 1
             error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}}
@@ -139,11 +143,14 @@ def test_every_planned_record_lands_once_paced_by_event_time(kinesis: Any, tmp_p
     assert set(stats.as_dict()) == {"records", "events", "valid", "invalid", "seconds", "events_per_second", "retries"}
 
     # Paced by event time relative to the start: never early, never much late, batched meanwhile.
-    sent = [(sent_at, data) for sent_at, datas in client.calls for data in datas]
-    assert [data for _, data in sent] == [r.data for r in plan]  # in order
-    for (sent_at, _data), record in zip(sent, plan, strict=True):
-        due = WALL_START_MS + record.send_ms - START_MS
-        assert due <= sent_at <= due + LINGER_MS + 50
+    assert len(client.sent) == len(plan)
+    for key in {r.partition_key for r in plan}:  # in order per partition key
+        sent = [(sent_at, data) for sent_at, k, data in client.sent if k == key]
+        mine = [r for r in plan if r.partition_key == key]
+        assert [data for _, data in sent] == [r.data for r in mine]
+        for (sent_at, _data), record in zip(sent, mine, strict=True):
+            due = WALL_START_MS + record.send_ms - START_MS
+            assert due <= sent_at <= due + LINGER_MS + 50
     assert 10 < len(client.calls) < len(plan) / 3
     assert clock.now - WALL_START_MS == pytest.approx(5_000, abs=LINGER_MS + 10)
 
@@ -168,6 +175,7 @@ def test_refused_entries_are_retried_alone_nothing_lost_nothing_doubled(kinesis:
         start_ms=START_MS,
         now_ms=clock.now_ms,
         sleep=clock.sleep,
+        backoff=CEILING,
     )
     plan = planned(9, 1_000.0, 2.0, 0.05)
     stored = read_stream(kinesis)
@@ -193,6 +201,7 @@ def test_a_throttled_call_is_sent_again_whole(kinesis: Any, tmp_path: Path) -> N
         now_ms=clock.now_ms,
         sleep=clock.sleep,
         truth_path=tmp_path / "truth.json",
+        backoff=CEILING,
     )
     plan = planned(3, 50.0, 1.0, 0.0, start_ms=WALL_START_MS)  # no start: event time starts now
     stored = read_stream(kinesis)
@@ -222,6 +231,7 @@ def test_giving_up_after_max_attempts_says_why_and_keeps_the_truth_of_what_was_s
             sleep=clock.sleep,
             truth_path=tmp_path / "truth.json",
             max_attempts=3,
+            backoff=CEILING,
         )
     assert len(client.calls) == 3 and clock.sleeps[-2:] == [0.1, 0.2]
     truth = orjson.loads((tmp_path / "truth.json").read_bytes())

@@ -16,6 +16,7 @@ import gzip
 import random
 import zlib
 from collections import Counter
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import orjson
@@ -24,12 +25,12 @@ from hypothesis import strategies as st
 
 from aggregations.memory_store import MemoryStore
 from consumer.bounds import Limits
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.health import MemoryHealth
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.health.memory import MemoryHealth
 from consumer.processor import RecordProcessor
 from consumer.protocol import KCLReader
-from consumer.sinks import MemorySink
-from consumer.worker import Cadence, ShardWorker
+from consumer.sinks.memory import MemorySink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record
 
@@ -233,10 +234,10 @@ class Rig:
         self.exits: list[int] = []
 
     def factory(self, shard_id: str) -> ShardWorker:
-        return ShardWorker(
-            shard_id, "events", CONFIG, self.durable, self.hot, self.dlq, EAGER,
-            sinks={"archive": self.sink}, health=self.health, wall_ms=lambda: ARRIVAL_MS + 1000,
-        )  # fmt: skip
+        stores = Stores(self.durable, self.hot)
+        outputs = Outputs(self.dlq, sinks={"archive": self.sink}, health=self.health)
+        cadence = replace(EAGER, wall_ms=lambda: ARRIVAL_MS + 1000)
+        return ShardWorker(shard_id, "events", CONFIG.pipeline, stores, outputs, cadence)
 
     def exit(self, code: int) -> NoReturn:
         self.exits.append(code)

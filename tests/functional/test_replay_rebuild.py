@@ -4,6 +4,7 @@ and every metric at every resolution equals what it was before."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -13,8 +14,8 @@ from moto import mock_aws
 
 from aggregations.memory_store import MemoryStore
 from aggregations.query import read_metric
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from replay.rebuild import rebuild_span, run_rebuild, running_leases
 from replay.runner import ReplayOptions, Summary
 from streamkpi.config import load_config
@@ -58,12 +59,13 @@ def day_events(n: int = 400) -> list[dict[str, Any]]:
 
 
 def process(worker: ShardWorker, records: list[tuple[bytes, str]], arrival_ms: int) -> None:
-    worker.process([InRecord(data, seq, 0, "pk", arrival_ms) for data, seq in records])
+    worker.process([(data, seq, 0, "pk", arrival_ms) for data, seq in records])
     worker.flush_durable()
 
 
 def new_worker(shard: str, durable: MemoryStore, hot: MemoryStore) -> ShardWorker:
-    return ShardWorker(shard, STREAM, CONFIG, durable, hot, MemoryDeadLetterQueue(), EAGER, wall_ms=lambda: T0 + DAY)
+    cadence = replace(EAGER, wall_ms=lambda: T0 + DAY)
+    return ShardWorker(shard, STREAM, CONFIG.pipeline, Stores(durable, hot), Outputs(MemoryDeadLetterQueue()), cadence)
 
 
 def snapshot(store: MemoryStore) -> dict[tuple[str, str], Any]:

@@ -1,8 +1,8 @@
-"""Forward sinks against moto's Kinesis, Firehose and S3 and against recording fakes: nothing lost, nothing doubled."""
+"""Forward sinks against moto's Kinesis, Firehose and S3 and against recording fakes: nothing lost, nothing doubled,
+Kinesis in order per partition key."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 from collections import Counter
@@ -12,23 +12,14 @@ import boto3
 import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from aggregations.store import StoreUnavailableError
-from consumer.sinks import (
-    BACKOFF_MAX_S,
-    FIREHOSE_MAX_BATCH_BYTES,
-    FIREHOSE_MAX_RECORD_BYTES,
-    KINESIS_MAX_BATCH_BYTES,
-    KINESIS_MAX_RECORD_BYTES,
-    EventSink,
-    FirehoseSink,
-    Forward,
-    KinesisStreamSink,
-    MemorySink,
-    batches,
-)
+from consumer.sinks import FIREHOSE_MAX_RECORD_BYTES, KINESIS_MAX_RECORD_BYTES, EventSink, Forward
+from consumer.sinks.firehose import FirehoseSink
+from consumer.sinks.kinesis import KinesisStreamSink
+from consumer.sinks.memory import MemorySink
+from delivery.backoff import DEFAULT_BACKOFF, Backoff
+from delivery.errors import DeliveryUnavailableError
+from delivery.limits import FIREHOSE_MAX_BATCH_BYTES, KINESIS_MAX_BATCH_BYTES
 from tests.functional import moto_aws
 
 REGION = "us-east-1"
@@ -36,15 +27,26 @@ STREAM = "forwarded"
 DELIVERY = "archive-stream"
 BUCKET = "archive-bucket"
 KEYS = [f"user-{n}" for n in range(7)]
+MAX_DELAY_S = DEFAULT_BACKOFF.max_s
+CEILING = Backoff(random=lambda: 1.0)  # every delay at its ceiling: 0.1, 0.2, 0.4 ... 5.0
 
 
-def make_events(count: int, pad: int = 0, seed: int = 7) -> list[Forward]:
+def make_events(count: int, pad: int = 0, seed: int = 7, distinct_keys: bool = False) -> list[Forward]:
+    """`count` events with keys drawn from KEYS (or one key each: batches fill up to the count limit)."""
     rng = random.Random(seed)
     events = []
     for i in range(count):
         body = {"eventType": rng.choice(["click", "donation.made"]), "i": i, "pad": "x" * pad}
-        events.append(Forward(partition_key=rng.choice(KEYS), data=orjson.dumps(body)))
+        key = f"user-{i}" if distinct_keys else rng.choice(KEYS)
+        events.append(Forward(partition_key=key, data=orjson.dumps(body)))
     return events
+
+
+def assert_order_per_key_kept(records: list[tuple[str, str, bytes]], events: list[Forward]) -> None:
+    for key in {e.partition_key for e in events}:
+        sent = [e.data for e in events if e.partition_key == key]
+        arrived = [data for _, k, data in records if k == key]
+        assert arrived == sent, f"order of partition key {key}"
 
 
 def throttled(code: str = "ProvisionedThroughputExceededException", status: int = 400) -> ClientError:
@@ -156,7 +158,8 @@ class FlakyClient:
 
 
 class RecordingFake:
-    """A client that stores nothing: notes each call's entries; `fail` = 'call' or 'entries' fails them all."""
+    """A client that stores nothing: notes each call's entries; `fail` = 'call', 'entries' (retryable) or
+    'for good' fails them all."""
 
     def __init__(self, fail: str = "") -> None:
         self.fail = fail
@@ -166,8 +169,9 @@ class RecordingFake:
         self.calls.append(records)
         if self.fail == "call":
             raise throttled("ServiceUnavailableException", 503)
-        if self.fail == "entries":
-            bad = {"ErrorCode": "InternalFailure", "ErrorMessage": "boom"}
+        if self.fail in ("entries", "for good"):
+            code = "InternalFailure" if self.fail == "entries" else "KMSDisabledException"
+            bad = {"ErrorCode": code, "ErrorMessage": "boom"}
             return {count_key: len(records), results_key: [bad for _ in records]}
         return {count_key: 0, results_key: [ok for _ in records]}
 
@@ -193,10 +197,8 @@ def test_kinesis_sink_delivers_every_event_once_in_key_order(kinesis: Any) -> No
 
     records = read_stream(kinesis)
     assert_stream_holds_exactly(kinesis, events)
+    assert_order_per_key_kept(records, events)
     for key in KEYS:
-        sent = [e.data for e in events if e.partition_key == key]
-        arrived = [data for _, k, data in records if k == key]
-        assert arrived == sent, f"order of partition key {key}"
         assert len({shard for shard, k, _ in records if k == key}) == 1
     assert sleeps == []
 
@@ -242,7 +244,7 @@ def test_sinks_satisfy_the_protocol() -> None:
 def test_kinesis_batches_respect_count_and_byte_limits() -> None:
     rng = random.Random(3)
     events = [
-        Forward(partition_key=rng.choice(KEYS), data=orjson.dumps({"i": i, "pad": "y" * rng.randint(15_000, 25_000)}))
+        Forward(partition_key=f"user-{i}", data=orjson.dumps({"i": i, "pad": "y" * rng.randint(15_000, 25_000)}))
         for i in range(1234)
     ]
     fake = RecordingFake()
@@ -254,10 +256,20 @@ def test_kinesis_batches_respect_count_and_byte_limits() -> None:
         (e.partition_key, e.data) for e in events
     ]
 
-    small = make_events(1234)
     fake = RecordingFake()
-    KinesisStreamSink("k", fake, STREAM).send(small)
+    KinesisStreamSink("k", fake, STREAM).send(make_events(1234, distinct_keys=True))
     assert [len(call) for call in fake.calls] == [500, 500, 234]
+
+
+def test_a_kinesis_call_holds_one_record_per_partition_key() -> None:
+    events = make_events(1234)
+    fake = RecordingFake()
+    KinesisStreamSink("k", fake, STREAM).send(events)
+    assert all(len({r["PartitionKey"] for r in call}) == len(call) for call in fake.calls)
+    per_key = {key: sum(e.partition_key == key for e in events) for key in KEYS}
+    assert len(fake.calls) == max(per_key.values())  # every call takes the next record of every key left
+    sent = [("", r["PartitionKey"], r["Data"]) for call in fake.calls for r in call]
+    assert_order_per_key_kept(sent, events)
 
 
 def test_firehose_batches_respect_count_and_byte_limits() -> None:
@@ -295,7 +307,7 @@ def test_firehose_packs_consecutive_events_into_records_of_at_most_the_record_li
 
 
 def test_kinesis_partial_failure_resends_only_the_refused_entries(kinesis: Any, caplog: Any) -> None:
-    events = make_events(1234)
+    events = make_events(1234, distinct_keys=True)
     flaky = FlakyClient(kinesis, refuse_calls=2)
     sleeps = Sleeps()
     with caplog.at_level(logging.WARNING, logger="streamkpi.sinks"):
@@ -306,10 +318,19 @@ def test_kinesis_partial_failure_resends_only_the_refused_entries(kinesis: Any, 
     assert flaky.calls[1] == flaky.refused[0]
     assert flaky.calls[2] == flaky.refused[1]
     assert [len(c) for c in flaky.calls] == [500, 167, 56, 500, 234]
-    assert len(sleeps) == 2 and all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+    assert len(sleeps) == 2 and all(0 <= s <= MAX_DELAY_S for s in sleeps)
     warnings = [r for r in caplog.records if r.name == "streamkpi.sinks"]
     assert len(warnings) == 2
     assert warnings[0].sink == "fanout" and warnings[0].failed == 167 and warnings[0].pending == 167 + 734
+
+
+def test_kinesis_sink_keeps_order_per_key_when_entries_are_refused(kinesis: Any) -> None:
+    events = make_events(300)
+    flaky = FlakyClient(kinesis, refuse_calls=40)  # every third entry of the first 40 calls is refused
+    KinesisStreamSink("fanout", flaky, STREAM, sleep=Sleeps(), attempts=50).send(events)
+    assert sum(map(len, flaky.refused)) > 30
+    assert_stream_holds_exactly(kinesis, events)
+    assert_order_per_key_kept(read_stream(kinesis), events)
 
 
 def test_firehose_partial_failure_resends_only_the_refused_entries(firehose: Any) -> None:
@@ -339,7 +360,7 @@ def test_firehose_partial_failure_of_packed_records_resends_only_those_records(f
 
 
 def test_kinesis_whole_call_throttling_and_connection_errors_are_retried(kinesis: Any) -> None:
-    events = make_events(1234)
+    events = make_events(1234, distinct_keys=True)
     errors: list[Exception] = [
         throttled(),
         throttled("ThrottlingException"),
@@ -352,7 +373,7 @@ def test_kinesis_whole_call_throttling_and_connection_errors_are_retried(kinesis
     assert_stream_holds_exactly(kinesis, events)
     assert [len(c) for c in flaky.calls] == [500, 500, 500, 500, 500, 234]
     assert len(sleeps) == 3
-    assert all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+    assert all(0 <= s <= MAX_DELAY_S for s in sleeps)
 
 
 def test_firehose_whole_call_throttling_is_retried(firehose: Any) -> None:
@@ -366,7 +387,7 @@ def test_firehose_whole_call_throttling_is_retried(firehose: Any) -> None:
 
 @pytest.mark.parametrize("fail", ["call", "entries"])
 @pytest.mark.parametrize("kind", ["kinesis", "firehose"])
-def test_persistent_failure_raises_store_unavailable_after_attempts(kind: str, fail: str) -> None:
+def test_persistent_failure_raises_delivery_unavailable_after_attempts(kind: str, fail: str) -> None:
     fake = RecordingFake(fail=fail)
     sleeps = Sleeps()
     sink: EventSink
@@ -376,36 +397,50 @@ def test_persistent_failure_raises_store_unavailable_after_attempts(kind: str, f
     else:
         sink = FirehoseSink("archive", fake, DELIVERY, sleep=sleeps, attempts=5, pack=False)
         target = DELIVERY
-    with pytest.raises(StoreUnavailableError) as raised:
-        sink.send(make_events(1234))
+    with pytest.raises(DeliveryUnavailableError) as raised:
+        sink.send(make_events(1234, distinct_keys=True))
     message = str(raised.value)
     assert sink.name in message and target in message and "1234 of 1234" in message
     assert len(fake.calls) == 5 and all(len(c) == 500 for c in fake.calls)
-    assert len(sleeps) == 4 and all(0 < s <= BACKOFF_MAX_S for s in sleeps)
+    assert len(sleeps) == 4 and all(0 <= s <= MAX_DELAY_S for s in sleeps)
 
 
 @pytest.mark.parametrize("fail", ["call", "entries"])
 def test_a_packed_firehose_failure_counts_events_not_records(fail: str) -> None:
     fake = RecordingFake(fail=fail)
     sink = FirehoseSink("archive", fake, DELIVERY, sleep=Sleeps(), attempts=2)
-    with pytest.raises(StoreUnavailableError, match="1234 of 1234 events"):
+    with pytest.raises(DeliveryUnavailableError, match="1234 of 1234 events"):
         sink.send(make_events(1234))
     assert [len(c) for c in fake.calls] == [1, 1]  # one packed record, tried twice
+
+
+@pytest.mark.parametrize("kind", ["kinesis", "firehose"])
+def test_entries_refused_for_good_are_not_sent_again_and_the_send_fails(kind: str) -> None:
+    fake = RecordingFake(fail="for good")
+    sleeps = Sleeps()
+    sink: EventSink = (
+        KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps)
+        if kind == "kinesis"
+        else FirehoseSink("archive", fake, DELIVERY, sleep=sleeps, pack=False)
+    )
+    with pytest.raises(DeliveryUnavailableError, match=r"refused 3 of 3 events for good \(KMSDisabledException\)"):
+        sink.send(make_events(3, distinct_keys=True))
+    assert len(fake.calls) == 1 and sleeps == []
 
 
 def test_default_attempts_and_capped_backoff() -> None:
     fake = RecordingFake(fail="call")
     sleeps = Sleeps()
-    with pytest.raises(StoreUnavailableError, match="after 8 attempts"):
-        KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps).send(make_events(3))
-    assert len(fake.calls) == 8 and len(sleeps) == 7
-    assert max(sleeps) <= BACKOFF_MAX_S and sleeps[-1] >= BACKOFF_MAX_S / 2
+    with pytest.raises(DeliveryUnavailableError, match="after 8 attempts"):
+        KinesisStreamSink("fanout", fake, STREAM, sleep=sleeps, backoff=CEILING).send(make_events(3))
+    assert len(fake.calls) == 8
+    assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0])  # doubling, capped (here at the ceiling)
 
 
 def test_missing_stream_is_not_retried(aws: None) -> None:
     client = boto3.client("kinesis", region_name=REGION)
     sleeps = Sleeps()
-    with pytest.raises(StoreUnavailableError, match="ResourceNotFoundException") as raised:
+    with pytest.raises(DeliveryUnavailableError, match="ResourceNotFoundException") as raised:
         KinesisStreamSink("fanout", client, "no-such-stream", sleep=sleeps).send(make_events(10))
     assert "no-such-stream" in str(raised.value) and "10 of 10" in str(raised.value)
     assert sleeps == []
@@ -420,8 +455,10 @@ def test_failure_in_a_later_batch_counts_only_what_is_pending() -> None:
             return super().put_records(StreamName=StreamName, Records=Records)
 
     fake = FailSecondCall()
-    with pytest.raises(StoreUnavailableError, match="734 of 1234"):
-        KinesisStreamSink("fanout", fake, STREAM, sleep=Sleeps(), attempts=2).send(make_events(1234))
+    with pytest.raises(DeliveryUnavailableError, match="734 of 1234"):
+        KinesisStreamSink("fanout", fake, STREAM, sleep=Sleeps(), attempts=2).send(
+            make_events(1234, distinct_keys=True)
+        )
 
 
 # --- events that cannot be forwarded ----------------------------------------------------------------
@@ -469,34 +506,6 @@ def test_memory_sink() -> None:
     events = make_events(3)
     sink.send(events)
     sink.available = False
-    with pytest.raises(StoreUnavailableError, match="archive"):
+    with pytest.raises(DeliveryUnavailableError, match="archive"):
         sink.send(events)
     assert sink.events == events and sink.calls == 2
-
-
-# --- batches ----------------------------------------------------------------------------------------
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    sizes=st.lists(st.integers(min_value=0, max_value=100), max_size=200),
-    max_records=st.integers(min_value=1, max_value=20),
-    max_bytes=st.integers(min_value=100, max_value=400),
-)
-def test_batches_every_item_once_in_order_within_limits(sizes: list[int], max_records: int, max_bytes: int) -> None:
-    items = list(enumerate(sizes))
-    out = list(batches(items, max_records, max_bytes, lambda item: item[1]))
-    assert [item for batch in out for item in batch] == items
-    assert all(batch for batch in out)
-    assert all(len(batch) <= max_records for batch in out)
-    assert all(sum(size for _, size in batch) <= max_bytes for batch in out)
-    # Greedy: a batch was closed only because the next item would not fit.
-    for batch, following in itertools.pairwise(out):
-        assert len(batch) == max_records or sum(s for _, s in batch) + following[0][1] > max_bytes
-
-
-def test_batches_rejects_an_item_larger_than_a_batch() -> None:
-    with pytest.raises(ValueError):
-        list(batches([1, 5], 10, 4, lambda n: n))
-    with pytest.raises(ValueError):
-        list(batches([1], 0, 4, lambda n: n))

@@ -11,6 +11,7 @@ against a real redis-server in tests/integration/test_store_guards.py.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -20,10 +21,10 @@ import pytest
 from aggregations.dynamodb_store import DynamoDBStore, item_keys, make_model
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import Position, StoredPartial, encode_position, merge_partials
-from consumer.dlq import MemoryDeadLetterQueue
+from consumer.dlq.memory import MemoryDeadLetterQueue
 from consumer.processor import RecordProcessor
-from consumer.sinks import MemorySink
-from consumer.worker import Cadence, ShardWorker
+from consumer.sinks.memory import MemorySink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from devstack.resources import ensure_table
 from streamkpi.config import load_config
 from tests.functional.kcl_harness import FakeDaemon, ProcessorExited, kinesis_record, raising_exit
@@ -150,10 +151,10 @@ def click(seq: int) -> dict[str, Any]:
 
 def start_processor(store: DynamoDBStore, cadence: Cadence) -> FakeDaemon:
     def factory(shard_id: str) -> ShardWorker:
-        return ShardWorker(
-            shard_id, "events", CONFIG, store, MemoryStore("redis"), MemoryDeadLetterQueue(), cadence,
-            sinks={"archive": MemorySink("archive")}, wall_ms=lambda: START + MINUTE,
-        )  # fmt: skip
+        stores = Stores(store, MemoryStore("redis"))
+        outputs = Outputs(MemoryDeadLetterQueue(), sinks={"archive": MemorySink("archive")})
+        timed = replace(cadence, wall_ms=lambda: START + MINUTE)
+        return ShardWorker(shard_id, "events", CONFIG.pipeline, stores, outputs, timed)
 
     daemon = FakeDaemon(RecordProcessor(factory, sleep=lambda s: None, exit=raising_exit))
     daemon.initialize(SHARD)

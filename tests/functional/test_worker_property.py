@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
 from consumer.decode import decode_record
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.sinks import MemorySink
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.sinks.memory import MemorySink
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config
 
 CONFIG = load_config(None)
@@ -50,16 +50,16 @@ def test_every_item_of_any_record_is_counted_or_dead_lettered_exactly_once(datas
         MemoryDeadLetterQueue(),
         MemorySink("archive"),
     )
-    worker = ShardWorker("shard-0", "s", CONFIG, durable, hot, dlq, EAGER, sinks={"archive": sink})
-    records = [InRecord(data, str(100 + i), 0, "pk", ARRIVAL_MS) for i, data in enumerate(datas)]
+    worker = ShardWorker("shard-0", "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq, {"archive": sink}), EAGER)
+    records = [(data, str(100 + i), 0, "pk", ARRIVAL_MS) for i, data in enumerate(datas)]
     worker.process(records)
     worker.flush_durable()
 
     expected_items = set()
-    for record in records:
-        decoded = decode_record(record.data)
-        expected_items |= {(record.sequence_number, index) for index, _ in decoded.objects}
-        expected_items |= {(record.sequence_number, r.index) for r in decoded.rejections}
+    for data, seq, *_ in records:
+        decoded = decode_record(data)
+        expected_items |= {(seq, index) for index, _ in decoded.objects}
+        expected_items |= {(seq, r.index) for r in decoded.rejections}
     letters = {(letter.sequence_number, letter.index) for letter in dlq.letters}
     assert len(letters) == len(dlq.letters), "one letter per rejected item"
     counted = sum(

@@ -20,12 +20,13 @@ from moto import mock_aws
 
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import ShardAggregates, StoredPartial
-from consumer.health import MemoryHealth, RedisHealth
+from consumer.health.memory import MemoryHealth
+from consumer.health.redis_health import RedisHealth
+from dashboard.errors import PublishError
 from dashboard.publisher import (
     DirTarget,
     DlqSampler,
     Publisher,
-    PublishError,
     S3Target,
     Source,
     parse_target,

@@ -16,8 +16,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.health import RedisHealth
-from dashboard.server import DashboardServer, ServeError, SnapshotHolder, make_server
+from consumer.health.redis_health import RedisHealth
+from dashboard.errors import ServeError
+from dashboard.server import DashboardServer, SnapshotHolder, make_server
 from tests.browser.fixtures import known_snapshot
 from tests.integration.conftest import STREAMKPI, Stack, free_port, wait_for
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from consumer.health import RedisHealth
+from consumer.health.redis_health import RedisHealth
 from tests.integration.conftest import STREAMKPI, Stack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -19,8 +20,8 @@ import redis
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import StoredPartial, encode_position
 from aggregations.redis_store import RedisStore
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config
 from tests.integration.conftest import own_redis_server, wait_for
 
@@ -107,9 +108,8 @@ def test_the_marker_and_claim_of_a_repair_that_never_ends_expire(client: redis.R
 
 
 def worker(durable: MemoryStore, hot: RedisStore, shard: str, clock: list[float]) -> ShardWorker:
-    return ShardWorker(
-        shard, "s", CONFIG, durable, hot, MemoryDeadLetterQueue(), EAGER, clock=lambda: clock[0], wall_ms=lambda: NOW
-    )
+    cadence = replace(EAGER, clock=lambda: clock[0], wall_ms=lambda: NOW)
+    return ShardWorker(shard, "s", CONFIG.pipeline, Stores(durable, hot), Outputs(MemoryDeadLetterQueue()), cadence)
 
 
 def feed(w: ShardWorker, minutes: Sequence[int], first_seq: int) -> None:
@@ -118,7 +118,7 @@ def feed(w: ShardWorker, minutes: Sequence[int], first_seq: int) -> None:
         for m in minutes
         for s in range(3)
     ]
-    w.process([InRecord(orjson.dumps(e), str(first_seq + i), 0, "pk", NOW) for i, e in enumerate(events)])
+    w.process([(orjson.dumps(e), str(first_seq + i), 0, "pk", NOW) for i, e in enumerate(events)])
     w.flush_durable()
 
 

@@ -28,11 +28,12 @@ from consumer.bounds import (
     to_json_bytes,
 )
 from consumer.decode import Decoded, Rejection, decode_parts, decode_record
-from consumer.dlq import DeadLetter, MemoryDeadLetterQueue
+from consumer.dlq import DeadLetter
+from consumer.dlq.memory import MemoryDeadLetterQueue
 from consumer.reasons import Reason
-from consumer.sinks import MemorySink
+from consumer.sinks.memory import MemorySink
 from consumer.validate import READ_AGAIN, Invalid, Rules, check_event, parse_timestamp_ms
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
 
 CONFIG = load_config(None)  # the default config: page_views by path, donation sums, distinct userId, ...
@@ -52,17 +53,9 @@ class Judged:
 
     def __init__(self, *datas: bytes, config: AppConfig = CONFIG) -> None:
         self.dlq, self.sink, self.durable = MemoryDeadLetterQueue(), MemorySink("archive"), MemoryStore("dynamodb")
-        worker = ShardWorker(
-            "shard-0",
-            "events",
-            config,
-            self.durable,
-            MemoryStore("redis"),
-            self.dlq,
-            EAGER,
-            sinks={"archive": self.sink},
-        )
-        worker.process([InRecord(data, str(n + 1), 0, "pk", ARRIVAL_MS) for n, data in enumerate(datas)])
+        stores, outputs = Stores(self.durable, MemoryStore("redis")), Outputs(self.dlq, {"archive": self.sink})
+        worker = ShardWorker("shard-0", "events", config.pipeline, stores, outputs, EAGER)
+        worker.process([(data, str(n + 1), 0, "pk", ARRIVAL_MS) for n, data in enumerate(datas)])
         worker.flush_durable()
 
     @property

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from aggregations.metrics import BUILTIN_EVENTS_METRIC, MetricSet
-from streamkpi.config import AppConfig, ConfigError, default_config_text, load_config, parse_config
+from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
+from streamkpi.errors import ConfigError
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregations.store import StoreUnavailableError
-from consumer.dlq import DeadLetter, MemoryDeadLetterQueue, dlq_message
+from consumer.dlq import DeadLetter, dlq_message
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from delivery.errors import DeliveryUnavailableError
 
 LETTER = DeadLetter(
     stream="streamkpi-events",
@@ -106,7 +107,7 @@ def test_memory_queue_keeps_letters_in_order() -> None:
 def test_memory_queue_outage_raises_and_keeps_nothing() -> None:
     queue = MemoryDeadLetterQueue()
     queue.available = False
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(DeliveryUnavailableError):
         queue.send([LETTER])
     assert queue.letters == []
     queue.available = True

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregations.errors import StoreUnavailableError
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import merge_partials
-from aggregations.store import StoreUnavailableError
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, FatalError, InRecord, ShardWorker, ZombieError
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.errors import FatalError, ZombieError
+from consumer.pipeline import Record
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import parse_config
 
 CONFIG = parse_config(
@@ -89,11 +91,11 @@ def event_strategy() -> st.SearchStrategy[dict]:
     )
 
 
-def make_records(shard_events: list[list[dict]]) -> list[InRecord]:
+def make_records(shard_events: list[list[dict]]) -> list[Record]:
     records = []
     for n, events in enumerate(shard_events):
         data = orjson.dumps(events[0] if len(events) == 1 else events)
-        records.append(InRecord(data, str(10**20 + n * 7), 0, "pk", BASE_MS + 3 * 3_600_000))
+        records.append((data, str(10**20 + n * 7), 0, "pk", BASE_MS + 3 * 3_600_000))
     return records
 
 
@@ -131,17 +133,18 @@ def stored_values(store: MemoryStore) -> dict:
     return out
 
 
-def run_shard(shard_id: str, records: list[InRecord], data: st.DataObject, durable, hot, dlq) -> int:
+def run_shard(shard_id: str, records: list[Record], data: st.DataObject, durable, hot, dlq) -> int:
     """Deliver a shard's records like KCL does, crashing at random; returns the number of crashes."""
     checkpoint = 0  # index of the first record not covered by the checkpoint
     crashes = 0
     while True:
         clock = Clock()
-        cadence = Cadence(redis_flush_seconds=1, dynamodb_flush_seconds=5, checkpoint_seconds=5, store_retry_seconds=0)
         # The wall clock near the events, so Redis still keeps their windows (it skips expired ones).
-        worker = ShardWorker(
-            shard_id, "s", CONFIG, durable, hot, dlq, cadence, clock, clock.sleep, wall_ms=lambda: BASE_MS
-        )
+        cadence = Cadence(
+            redis_flush_seconds=1, dynamodb_flush_seconds=5, checkpoint_seconds=5, store_retry_seconds=0,
+            clock=clock, sleep=clock.sleep, wall_ms=lambda: BASE_MS,
+        )  # fmt: skip
+        worker = ShardWorker(shard_id, "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq), cadence)
         position = checkpoint
         crashed = False
         while position < len(records):
@@ -198,14 +201,14 @@ def test_a_crash_mid_flush_then_replay_counts_once() -> None:
     records = make_records([[e] for e in events])
     durable, hot, dlq = FlakyStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
     clock = Clock()
-    cadence = Cadence(store_retry_seconds=0)
-    first = ShardWorker("shardId-0", "s", CONFIG, durable, hot, dlq, cadence, clock, clock.sleep)
+    cadence = Cadence(store_retry_seconds=0, clock=clock, sleep=clock.sleep)
+    first = ShardWorker("shardId-0", "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq), cadence)
     first.process(records)
     durable.budget = 1  # one window lands, the crash loses the other
     with pytest.raises(FatalError):
         first.flush_durable()
     durable.budget = None
-    second = ShardWorker("shardId-0", "s", CONFIG, durable, hot, dlq, cadence, clock, clock.sleep)
+    second = ShardWorker("shardId-0", "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq), cadence)
     second.process(records)  # redelivered from the (never advanced) checkpoint
     second.flush_durable()
     values = stored_values(durable)
@@ -217,8 +220,8 @@ def test_a_zombie_behind_the_new_owner_cannot_overwrite() -> None:
     events = [{"eventType": "click", "timestamp": BASE_MS + i} for i in range(6)]
     records = make_records([[e] for e in events])
     durable, hot, dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
-    zombie = ShardWorker("shardId-0", "s", CONFIG, durable, hot, dlq)
-    owner = ShardWorker("shardId-0", "s", CONFIG, durable, hot, dlq)
+    zombie = ShardWorker("shardId-0", "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq))
+    owner = ShardWorker("shardId-0", "s", CONFIG.pipeline, Stores(durable, hot), Outputs(dlq))
     zombie.process(records[:3])
     owner.process(records)
     owner.flush_durable()

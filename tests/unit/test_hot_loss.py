@@ -12,13 +12,14 @@ fsync: the marker survives) is found window by window, at a write or at the peri
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import orjson
 
 from aggregations.memory_store import MemoryStore
 from aggregations.partials import StoredPartial
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config
 
 CONFIG = load_config(None)
@@ -56,9 +57,8 @@ def worker(
     durable: MemoryStore, hot: MemoryStore, shard: str, clock: Clock | None = None, wall: list[int] | None = None
 ) -> ShardWorker:
     now = wall if wall is not None else [NOW]
-    return ShardWorker(
-        shard, "s", CONFIG, durable, hot, MemoryDeadLetterQueue(), EAGER, clock=clock or Clock(), wall_ms=lambda: now[0]
-    )
+    cadence = replace(EAGER, clock=clock or Clock(), wall_ms=lambda: now[0])
+    return ShardWorker(shard, "s", CONFIG.pipeline, Stores(durable, hot), Outputs(MemoryDeadLetterQueue()), cadence)
 
 
 def feed(w: ShardWorker, minutes: Sequence[int], first_seq: int, durable: bool = True) -> None:
@@ -68,7 +68,7 @@ def feed(w: ShardWorker, minutes: Sequence[int], first_seq: int, durable: bool =
         for m in minutes
         for s in range(3)
     ]
-    records = [InRecord(orjson.dumps(e), str(first_seq + i), 0, "pk", NOW) for i, e in enumerate(events)]
+    records = [(orjson.dumps(e), str(first_seq + i), 0, "pk", NOW) for i, e in enumerate(events)]
     w.process(records)
     if durable:
         w.flush_durable()

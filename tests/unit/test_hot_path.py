@@ -25,18 +25,20 @@ from hypothesis import strategies as st
 
 import consumer.worker as worker_module
 from aggregations import hll
+from aggregations.errors import StoreUnavailableError
 from aggregations.memory_store import MemoryStore
 from aggregations.metrics import _MISSING, OTHER_GROUP, MetricDef
 from aggregations.partials import Position, ShardAggregates, StoredPartial, WindowKey
-from aggregations.store import StoreUnavailableError
 from consumer import protocol
 from consumer.bounds import to_json_bytes
 from consumer.decode import Decoded, Rejection, _classify_parse_failure, _kind, decode_parts, decode_record, inflate
-from consumer.dlq import MemoryDeadLetterQueue
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.errors import TimestampError
+from consumer.pipeline import Record
 from consumer.reasons import Reason
-from consumer.sinks import MemorySink
-from consumer.validate import EVENT_TYPE, Invalid, Rules, TimestampError, Valid, parse_timestamp_ms, validate_event
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.sinks.memory import MemorySink
+from consumer.validate import EVENT_TYPE, Invalid, Rules, Valid, parse_timestamp_ms, validate_event
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from devstack.generator import EventGenerator
 from streamkpi.config import default_config_text, load_config, parse_config
 
@@ -516,7 +518,7 @@ def test_the_locate_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None
 # -- the worker loop -----------------------------------------------------------------------------------
 
 
-def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, batch: int) -> tuple:
+def _run(records: list[Record], chunk: int, monkeypatch: pytest.MonkeyPatch, batch: int) -> tuple:
     monkeypatch.setattr(worker_module, "_FOLD_CHUNK", chunk)
     durable, hot, dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
     sink, fanout = MemorySink("archive"), MemorySink("fanout")
@@ -524,7 +526,7 @@ def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, b
     config = FOLD_CONFIG
     for first, last in ((0, len(records) * 2 // 3), (len(records) // 3, len(records))):  # then a restart
         sinks = {"archive": sink, "fanout": fanout}
-        worker = ShardWorker("shard-0", "s", config, durable, hot, dlq, eager, sinks=sinks)
+        worker = ShardWorker("shard-0", "s", config.pipeline, Stores(durable, hot), Outputs(dlq, sinks), eager)
         for start in range(first, last, batch):
             worker.process(records[start : min(start + batch, last)])
             if start % (3 * batch) == 0:
@@ -538,8 +540,7 @@ def _run(records: list[InRecord], chunk: int, monkeypatch: pytest.MonkeyPatch, b
 def test_folding_in_chunks_and_loading_windows_early_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     generator = EventGenerator(7, BASE_MS, 40.0, invalid_fraction=0.05)
     records = [
-        InRecord(r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms)
-        for n, r in enumerate(generator.records(3_000))
+        (r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms) for n, r in enumerate(generator.records(3_000))
     ]
     monkeypatch.setattr(worker_module, "_EAGER_LOADS", 0)
     whole = _run(records, 10**9, monkeypatch, batch=200)  # one load per batch, one fold per batch
@@ -556,15 +557,18 @@ def test_folding_in_chunks_and_loading_windows_early_change_nothing(monkeypatch:
 
 def test_an_empty_batch_changes_nothing_but_the_time_of_the_last_batch() -> None:
     # KCL sends empty batches on idle polls (callProcessRecordsEvenForEmptyRecordList).
-    worker = ShardWorker("s", "s", CONFIG, MemoryStore(), MemoryStore(), MemoryDeadLetterQueue(), wall_ms=lambda: 42)
+    stores, outputs = Stores(MemoryStore(), MemoryStore()), Outputs(MemoryDeadLetterQueue())
+    worker = ShardWorker("s", "s", CONFIG.pipeline, stores, outputs, Cadence(wall_ms=lambda: 42))
     worker.process([])
     assert (worker.last_record, worker.stats.records, worker.stats.events, worker.last_batch_ms) == (None, 0, 0, 42)
     assert not worker.checkpoint_due() and worker.pending_forwards == {}
 
 
 def test_the_garbage_collector_runs_again_after_a_batch() -> None:
-    worker = ShardWorker("s", "s", CONFIG, MemoryStore(), MemoryStore(), MemoryDeadLetterQueue())
-    record = InRecord(b'{"eventType": "click", "timestamp": 1763337600000}', "1", 0, "pk", BASE_MS)
+    worker = ShardWorker(
+        "s", "s", CONFIG.pipeline, Stores(MemoryStore(), MemoryStore()), Outputs(MemoryDeadLetterQueue())
+    )
+    record = (b'{"eventType": "click", "timestamp": 1763337600000}', "1", 0, "pk", BASE_MS)
     assert gc.isenabled()
     worker.process([record])
     assert gc.isenabled()
@@ -574,9 +578,9 @@ def test_the_garbage_collector_runs_again_after_a_batch() -> None:
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
-    worker.durable = None  # type: ignore[assignment]  # loading a new window now fails inside the batch
+    worker.stores = Stores(None, worker.stores.hot)  # type: ignore[arg-type]  # loading a new window now fails
     with pytest.raises(AttributeError):
-        worker.process([InRecord(b'{"eventType": "click", "timestamp": 1}', "2", 0, "pk", 1000)])
+        worker.process([(b'{"eventType": "click", "timestamp": 1}', "2", 0, "pk", 1000)])
     assert gc.isenabled()
 
 
@@ -613,15 +617,15 @@ class FlakyLoads(MemoryStore):
 def test_a_load_that_fails_in_the_middle_of_a_batch_is_retried_and_changes_nothing(failures: int) -> None:
     generator = EventGenerator(11, BASE_MS, 10.0, invalid_fraction=0.05)  # 150 s: new minutes mid-batch
     records = [
-        InRecord(r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms)
-        for n, r in enumerate(generator.records(1_500))
+        (r.data, str(10**20 + 11 * n), 0, r.partition_key, r.send_ms) for n, r in enumerate(generator.records(1_500))
     ]
     results = []
     for store in (FlakyLoads(0), FlakyLoads(failures)):
         sleeps: list[float] = []
         sinks = {"archive": MemorySink("a"), "fanout": MemorySink("f")}
         hot, dlq = MemoryStore("redis"), MemoryDeadLetterQueue()
-        worker = ShardWorker("s", "s", FOLD_CONFIG, store, hot, dlq, sleep=sleeps.append, sinks=sinks)
+        outputs, cadence = Outputs(dlq, sinks), Cadence(sleep=sleeps.append)
+        worker = ShardWorker("s", "s", FOLD_CONFIG.pipeline, Stores(store, hot), outputs, cadence)
         worker.process(records)
         worker.flush_durable()
         stored = [(k, p.position, orjson.dumps(p.metrics)) for k, p in sorted(store.items.items())]

@@ -17,8 +17,8 @@ from aggregations import hll
 from aggregations.memory_store import MemoryStore
 from aggregations.metrics import AGGREGATORS, OTHER_GROUP, to_decimal
 from aggregations.partials import METRIC_COST, ShardAggregates, StoredPartial, WindowKey, group_cost, merge_partials
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config, parse_config
 
 CONFIG = parse_config(
@@ -322,16 +322,19 @@ def test_keeping_drops_a_resolution_whose_retention_has_passed_at_arrival() -> N
 
 def test_the_worker_writes_no_minute_window_for_an_event_three_days_late() -> None:
     durable, hot, dlq = MemoryStore("dynamodb"), MemoryStore("redis"), MemoryDeadLetterQueue()
-    cadence = Cadence(redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seconds=0, store_retry_seconds=0)
     arrival = 1_764_000_000_000
-    worker = ShardWorker("shard-0", "s", DEFAULT, durable, hot, dlq, cadence, wall_ms=lambda: arrival)
+    cadence = Cadence(
+        redis_flush_seconds=0, dynamodb_flush_seconds=0, checkpoint_seconds=0, store_retry_seconds=0,
+        wall_ms=lambda: arrival,
+    )  # fmt: skip
+    worker = ShardWorker("shard-0", "s", DEFAULT.pipeline, Stores(durable, hot), Outputs(dlq), cadence)
     late_ms, fresh_ms = arrival - 3 * DAY, arrival - 30_000
     late = {"eventType": "click", "timestamp": late_ms}
     fresh = {"eventType": "click", "timestamp": fresh_ms}
     worker.process(
         [
-            InRecord(orjson.dumps(late), "1", 0, "pk", arrival),
-            InRecord(orjson.dumps([fresh, late]), "2", 0, "pk", arrival),
+            (orjson.dumps(late), "1", 0, "pk", arrival),
+            (orjson.dumps([fresh, late]), "2", 0, "pk", arrival),
         ]
     )
     worker.flush_durable()

@@ -39,14 +39,19 @@ def test_a_flood_of_long_groups_in_one_metric_leaves_the_events_metric_exact() -
 
 def test_windows_past_their_redis_retention_are_not_written_to_redis() -> None:
     from aggregations.memory_store import MemoryStore
-    from consumer.dlq import MemoryDeadLetterQueue
-    from consumer.worker import InRecord, ShardWorker
+    from consumer.dlq.memory import MemoryDeadLetterQueue
+    from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 
     durable, hot = MemoryStore("dynamodb"), MemoryStore("redis")
     ten_hours_later = T + 10 * 3_600_000  # past the 1m resolution's 6 h in Redis, within its 48 h in DynamoDB
-    worker = ShardWorker("shard-0", "s", CONFIG, durable, hot, MemoryDeadLetterQueue(), wall_ms=lambda: ten_hours_later)
+    stores, outputs, cadence = (
+        Stores(durable, hot),
+        Outputs(MemoryDeadLetterQueue()),
+        Cadence(wall_ms=lambda: ten_hours_later),
+    )
+    worker = ShardWorker("shard-0", "s", CONFIG.pipeline, stores, outputs, cadence)
     event = orjson.dumps({"eventType": "click", "timestamp": T})
-    worker.process([InRecord(event, "1", 0, "pk", T + 1000)])
+    worker.process([(event, "1", 0, "pk", T + 1000)])
     worker.flush_durable()
     assert sorted({p.resolution for p in durable.items.values()}) == ["1d", "1h", "1m"]
     assert sorted({p.resolution for p in hot.items.values()}) == ["1d", "1h"]  # no write with an expiry passed

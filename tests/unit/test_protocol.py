@@ -8,7 +8,7 @@ import json
 import pytest
 from amazon_kclpy import dispatch, messages
 
-from consumer.protocol import KclRecord, load_action
+from consumer.protocol import load_action, pipeline_records
 
 RECORDS = [
     {
@@ -28,27 +28,32 @@ RECORDS = [
         "approximateArrivalTimestamp": 1_763_337_600_999.0,
     },
 ]
-PUBLIC = ("sequence_number", "sub_sequence_number", "timestamp_millis", "approximate_arrival_timestamp",
-          "partition_key", "data", "binary_data")  # fmt: skip
 
 
 def library(line: str) -> object:
     return json.loads(line, object_hook=dispatch.message_decode)
 
 
-def test_process_records_lines_give_records_with_the_library_api() -> None:
+def test_process_records_lines_give_the_library_records_as_the_pipeline_takes_them() -> None:
     line = json.dumps({"action": "processRecords", "records": RECORDS, "millisBehindLatest": 1234})
     ours, theirs = load_action(line), library(line)
     assert isinstance(ours, messages.ProcessRecordsInput)
     expected = ("processRecords", 1234)
     assert (ours.action, ours.millis_behind_latest) == (theirs.action, theirs.millis_behind_latest) == expected
-    assert len(ours.records) == len(theirs.records) == 2
-    for mine, lib in zip(ours.records, theirs.records, strict=True):
-        assert isinstance(mine, KclRecord)
-        for name in PUBLIC:
-            assert getattr(mine, name) == getattr(lib, name), name
-        assert mine.get("partitionKey") == mine["partitionKey"] == lib["partitionKey"]
-    assert ours.records[0].binary_data == b'{"eventType":"click"}'
+    assert ours.records == [
+        (
+            lib.binary_data,
+            lib.sequence_number,
+            int(lib.sub_sequence_number or 0),
+            lib.partition_key,
+            lib.timestamp_millis,
+        )
+        for lib in theirs.records
+    ]
+    assert ours.records[0] == (b'{"eventType":"click"}', RECORDS[0]["sequenceNumber"], 0, "user-1", 1_763_337_600_123)
+    assert ours.records[1] == (b"", "2", 0, "k", 1_763_337_600_999)
+    assert pipeline_records(ours.records) is ours.records  # already as the pipeline takes them
+    assert pipeline_records(theirs.records) == ours.records  # amazon_kclpy's own Records, converted
 
 
 @pytest.mark.parametrize(
@@ -84,3 +89,4 @@ def test_lines_orjson_refuses_are_read_by_the_library() -> None:
     line = json.dumps({"action": "processRecords", "records": [record], "millisBehindLatest": 0})
     ours, theirs = load_action(line), library(line)
     assert [r.partition_key for r in ours.records] == [r.partition_key for r in theirs.records] == ["\ud800"]
+    assert [partition_key for _, _, _, partition_key, _ in pipeline_records(ours.records)] == ["\ud800"]

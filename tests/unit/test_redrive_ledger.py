@@ -16,7 +16,6 @@ from deadletters.ledger import (
     RedriveLedger,
     Timing,
     decide,
-    may_put,
     new_entry,
     origin,
     partition_hash,
@@ -46,7 +45,7 @@ def test_decide_by_entry_and_time() -> None:
 def test_no_search_while_the_owner_may_still_put(pending: int, elapsed: int) -> None:
     entry = replace(ENTRY, pending_ms=pending)
     now = pending + elapsed
-    if may_put(entry, now):
+    if now < DEFAULT_TIMING.put_deadline_ms(entry.pending_ms):  # the owner may still put
         assert decide(entry, now) is Action.WAIT
         # A put sent now lands (within settle_ms) inside the span a later search reads.
         low, high = DEFAULT_TIMING.span(pending)

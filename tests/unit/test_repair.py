@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from aggregations.memory_store import MemoryStore
 from aggregations.query import read_metric, read_rolling
 from aggregations.repair import copy_range, replay_span, reset_range
 from aggregations.windows import DEFAULT_RESOLUTIONS
-from consumer.dlq import MemoryDeadLetterQueue
-from consumer.worker import Cadence, InRecord, ShardWorker
+from consumer.dlq.memory import MemoryDeadLetterQueue
+from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi.config import load_config
 
 CONFIG = load_config(None)
@@ -28,11 +30,12 @@ def donation(offset_ms: int, amount: float, currency: str, charity: str, user: s
 
 
 def worker_with(durable: MemoryStore, hot: MemoryStore, shard: str = "shard-0") -> ShardWorker:
-    return ShardWorker(shard, "s", CONFIG, durable, hot, MemoryDeadLetterQueue(), EAGER, wall_ms=lambda: T0 + 600_000)
+    cadence = replace(EAGER, wall_ms=lambda: T0 + 600_000)
+    return ShardWorker(shard, "s", CONFIG.pipeline, Stores(durable, hot), Outputs(MemoryDeadLetterQueue()), cadence)
 
 
 def feed(worker: ShardWorker, events: list[dict[str, object]], first_seq: int = 1) -> None:
-    records = [InRecord(orjson.dumps(e), str(first_seq + i), 0, "pk", T0 + 600_000) for i, e in enumerate(events)]
+    records = [(orjson.dumps(e), str(first_seq + i), 0, "pk", T0 + 600_000) for i, e in enumerate(events)]
     worker.process(records)
     worker.flush_durable()
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.bounds import Limits
-from streamkpi.settings import Settings, SettingsError, read_env_file, settings_table_markdown, write_env_file
+from streamkpi.errors import SettingsError
+from streamkpi.settings import Settings, read_env_file, settings_table_markdown, write_env_file
 
 
 def env_names() -> list[str]:

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.errors import TimestampError
 from consumer.reasons import REASON_DOCS, Reason
-from consumer.validate import Invalid, Rules, TimestampError, Valid, parse_timestamp_ms, validate_event
+from consumer.validate import Invalid, Rules, Valid, parse_timestamp_ms, validate_event
 
 ARRIVAL_MS = 1_573_841_100_000  # 2019-11-15 18:05:00Z
 RULES = Rules()

@@ -1,27 +1,20 @@
-"""The typer commands `streamkpi replay` and `streamkpi rebuild` (registered by streamkpi.cli).
-
-Only typer and the standard library are imported here; boto3, rich and the rest come inside the
-commands, so `streamkpi --help` stays quick.
-"""
+"""`streamkpi replay` and `streamkpi rebuild`: the archive back into a stream."""
 
 from __future__ import annotations
 
 import collections
 import time
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from streamkpi.cli.common import Format, fail, fail_unreachable, load_settings, parse_range_ms, refuse_while_workers_run
+
 if TYPE_CHECKING:
-    from replay.runner import Summary
-
-
-class SummaryFormat(StrEnum):
-    json = "json"
-    table = "table"
-
+    from replay.runner import ReplayOptions, Summary
+    from streamkpi.settings import Settings
 
 _FROM_HELP = "Start of the event-time range (ISO-8601, 'now-1h'); events are filtered by their own timestamp."
 _TO_HELP = "End of the event-time range, exclusive (ISO-8601, 'now')."
@@ -68,7 +61,7 @@ def replay_command(
     slack: Annotated[
         str, typer.Option(help="Time folders are named after arrival: also list this much before and after the range.")
     ] = "1h",
-    format: Annotated[SummaryFormat, typer.Option(help="Format of the final summary (stdout).")] = SummaryFormat.table,
+    format: Annotated[Format, typer.Option(help="Format of the final summary (stdout).")] = Format.table,
 ) -> None:
     """Put the events of an event-time range from the S3 archive into a stream.
 
@@ -79,14 +72,11 @@ def replay_command(
     the range was delivered (or, with --dry-run, could be); 1 when anything
     was not; 130 when interrupted (resume with --resume)."""
     from replay.runner import ReplayError, ReplayOptions, parse_source
-    from streamkpi.cli import _settings, fail, parse_time_ms
 
-    settings = _settings()
+    settings = load_settings()
     if rate is not None and speedup is not None:
         fail("give --rate or --speedup, not both.")
-    from_ms, to_ms = parse_time_ms(from_, "--from"), parse_time_ms(to, "--to")
-    if to_ms <= from_ms:
-        fail("--to must be after --from.")
+    from_ms, to_ms = parse_range_ms(from_, to)
     try:
         bucket, prefix = parse_source(source or f"s3://{settings.archive_bucket}/")
         options = ReplayOptions(
@@ -125,7 +115,7 @@ def rebuild_command(
         Path | None,
         typer.Option(help="Progress file of the rebuild; default rebuild-<stream>-<span>.json in STREAMKPI_STATE_DIR."),
     ] = None,
-    format: Annotated[SummaryFormat, typer.Option(help="Format of the final summary (stdout).")] = SummaryFormat.table,
+    format: Annotated[Format, typer.Option(help="Format of the final summary (stdout).")] = Format.table,
 ) -> None:
     """Rebuild the aggregates of a closed range from the archive (stop the world).
 
@@ -148,35 +138,27 @@ def rebuild_command(
     rebuild a range once it ended more than an hour ago (the listing slack):
     a later replay of the range then does not read those copies."""
     from aggregations.query import iso
-    from aggregations.store import AggregateStore, StoreUnavailableError
-    from replay.rebuild import rebuild_span, run_rebuild, running_leases
+    from aggregations.store import StoreUnavailableError
+    from replay.rebuild import rebuild_span
     from replay.runner import ReplayError, ReplayOptions, parse_source
-    from streamkpi.app import Services
-    from streamkpi.cli import _settings, fail, parse_time_ms
+    from streamkpi.app import Services, build_rebuild
 
-    settings = _settings()
+    settings = load_settings()
     services = Services(settings)
-    resolutions = services.config.resolutions
-    from_ms, to_ms = parse_time_ms(from_, "--from"), parse_time_ms(to, "--to")
-    if to_ms <= from_ms:
-        fail("--to must be after --from.")
-    span = rebuild_span(resolutions, from_ms, to_ms)
+    from_ms, to_ms = parse_range_ms(from_, to)
+    span = rebuild_span(services.config.resolutions, from_ms, to_ms)
     path = resume or Path(settings.state_dir) / f"rebuild-{settings.stream}-{span[0]}-{span[1]}.json"
     try:
         bucket, prefix = parse_source(source or f"s3://{settings.archive_bucket}/")
     except ReplayError as exc:
         fail(str(exc))
     if not force:
-        wait_s = max(1.0, settings.kcl_failover_millis / 1000 * 0.6)
-        typer.echo(f"checking lease table {settings.app_name!r} for running workers ({wait_s:.0f} s) ...", err=True)
-        live = running_leases(services.client("dynamodb"), settings.app_name, wait_s, time.sleep)
-        if live:
-            fail(
-                f"workers are running: the leases of {', '.join(live)} in {settings.app_name!r} are being renewed. "
-                "Stop every `streamkpi consume` of this stream first (their in-memory windows would add the "
-                "replayed events to the old counts), then run the rebuild again; start them after it.",
-                1,
-            )
+        refuse_while_workers_run(
+            settings,
+            services.client("dynamodb"),
+            why="their in-memory windows would add the replayed events to the old counts",
+            then="run the rebuild again; start them after it.",
+        )
     if not yes and not typer.confirm(
         f"Delete the aggregates of every window in {iso(span[0])} .. {iso(span[1])} (DynamoDB and Redis) and replay "
         f"those event times from s3://{bucket}/{prefix} into stream {settings.stream!r}?"
@@ -185,24 +167,10 @@ def rebuild_command(
     typer.echo(f"rebuilding event times {iso(span[0])} .. {iso(span[1])} (whole windows holding the range)")
     options = ReplayOptions(bucket=bucket, prefix=prefix, stream=settings.stream, from_ms=span[0], to_ms=span[1],
                             resume=path)  # fmt: skip
-    stores: list[tuple[str, AggregateStore]] = [("DynamoDB", services.dynamodb_store), ("Redis", services.redis_store)]
     try:
-        summary = _run(
-            settings,
-            options,
-            format,
-            lambda **kw: run_rebuild(
-                stores=stores,
-                resolutions=resolutions,
-                s3=services.client("s3"),
-                kinesis=services.client("kinesis"),
-                options=options,
-                echo=typer.echo,
-                **kw,
-            ),
-        )
+        summary = _run(settings, options, format, build_rebuild(settings, options, typer.echo))
     except StoreUnavailableError as exc:
-        fail(f"{exc}; is the stack up? Try `streamkpi local status`. Run the rebuild again to continue.", 1)
+        fail_unreachable(exc, " Run the rebuild again to continue.")
     if not summary.ok:
         typer.echo(f"the rebuild is not complete; run it again to continue (progress in {path})", err=True)
         raise typer.Exit(1)
@@ -212,12 +180,11 @@ def rebuild_command(
     )
 
 
-# -- shared -----------------------------------------------------------------------------------------
+# -- shared by replay and rebuild ---------------------------------------------------------------------
 
 
 def _duration(text: str, option: str) -> int:
     from aggregations.windows import parse_duration_ms
-    from streamkpi.cli import fail
 
     if text.strip() in ("0", "0s", "0m", "0h"):
         return 0
@@ -238,14 +205,15 @@ def _check_partition_key(path: str | None) -> None:
             raise ReplayError(str(exc)) from None
 
 
-def _run(settings: Any, options: Any, format: SummaryFormat, runner: Any = None) -> Summary:
-    """Run a replay (or `runner(**callbacks)`) with a progress bar on stderr; print the summary on stdout."""
+def _run(
+    settings: Settings, options: ReplayOptions, format: Format, rebuild: Callable[..., Summary] | None = None
+) -> Summary:
+    """Run a replay (or `rebuild(**callbacks)`) with a progress bar on stderr; print the summary on stdout."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from replay.runner import Replayer, ReplayError
-    from streamkpi.app import Services
-    from streamkpi.cli import fail
+    from streamkpi.app import build_replayer
 
     console = Console(stderr=True)
     bar = Progress(
@@ -286,11 +254,10 @@ def _run(settings: Any, options: Any, format: SummaryFormat, runner: Any = None)
     summary: Summary | None = None
     try:
         with bar:
-            if runner is not None:
-                summary = runner(**callbacks)
+            if rebuild is not None:
+                summary = rebuild(**callbacks)
             else:
-                services = Services(settings)
-                replayer = Replayer(services.client("s3"), services.client("kinesis"), options, **callbacks)
+                replayer = build_replayer(settings, options, **callbacks)
                 summary = replayer.run()
     except ReplayError as exc:
         fail(str(exc), 1)
@@ -308,10 +275,10 @@ def _run(settings: Any, options: Any, format: SummaryFormat, runner: Any = None)
     return summary
 
 
-def _print_summary(summary: Summary, format: SummaryFormat) -> None:
+def _print_summary(summary: Summary, format: Format) -> None:
     import orjson
 
-    if format is SummaryFormat.json:
+    if format is Format.json:
         typer.echo(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
     from rich.console import Console

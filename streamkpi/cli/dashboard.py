@@ -1,15 +1,13 @@
-"""`streamkpi dashboard publish` and `streamkpi dashboard serve`.
-
-Imported by streamkpi.cli at start: keep the imports here light (typer only); the commands import the
-rest when they run.
-"""
+"""`streamkpi dashboard publish` and `streamkpi dashboard serve`."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
+
+from streamkpi.cli.common import fail, load_settings
 
 dashboard_app = typer.Typer(
     help="The live-KPI dashboard: publish its snapshot (to a directory or S3), or serve it locally.",
@@ -17,22 +15,27 @@ dashboard_app = typer.Typer(
 )
 
 
-class Store(StrEnum):
+class PreferredStore(StrEnum):
+    """Which store is read first: redis, the default, is listed first (common.Store lists dynamodb first)."""
+
     redis = "redis"
     dynamodb = "dynamodb"
 
 
-_EVERY_HELP = "How often to publish: seconds, or a duration such as 2s or 1m."
-_STORE_HELP = "Store to read the aggregates from first (the other one is read if it is unavailable)."
-_DLQ_EVERY_HELP = (
-    "How often to sample the DLQ for its top reasons (received and made visible again, never deleted); 0 = never."
-)
-_DLQ_SAMPLE_HELP = "Most DLQ messages one sample looks at."
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+# The options publish and serve share.
+EveryOption = Annotated[str, typer.Option(help="How often to publish: seconds, or a duration such as 2s or 1m.")]
+StoreOption = Annotated[
+    PreferredStore,
+    typer.Option(help="Store to read the aggregates from first (the other one is read if it is unavailable)."),
+]
+DlqEveryOption = Annotated[
+    str,
+    typer.Option(
+        help="How often to sample the DLQ for its top reasons (received and made visible again, never deleted); "
+        "0 = never."
+    ),
+]
+DlqSampleOption = Annotated[int, typer.Option(help="Most DLQ messages one sample looks at.", min=10, max=10_000)]
 
 
 def _seconds(text: str, option: str, allow_zero: bool = False) -> float:
@@ -44,20 +47,10 @@ def _seconds(text: str, option: str, allow_zero: bool = False) -> float:
         try:
             return parse_duration_ms(text) / 1000
         except ValueError as exc:
-            _fail(f"{option} {text!r}: {exc}")
+            fail(f"{option} {text!r}: {exc}")
     if value < 0 or (value == 0 and not allow_zero) or value != value:
-        _fail(f"{option} {text!r}: give a positive number of seconds (or a duration such as 2s).")
+        fail(f"{option} {text!r}: give a positive number of seconds (or a duration such as 2s).")
     return value
-
-
-def _settings() -> Any:
-    from streamkpi.app import bootstrap
-    from streamkpi.settings import SettingsError
-
-    try:
-        return bootstrap()
-    except SettingsError as exc:
-        _fail(str(exc))
 
 
 @dashboard_app.command("publish")
@@ -66,30 +59,30 @@ def publish(
         list[str],
         typer.Option("--to", help="Where to write snapshot.json: a directory or s3://bucket/prefix (repeatable)."),
     ],
-    every: Annotated[str, typer.Option(help=_EVERY_HELP)] = "2s",
+    every: EveryOption = "2s",
     once: Annotated[bool, typer.Option("--once", help="Publish one snapshot and exit.")] = False,
     static: Annotated[
         bool, typer.Option("--static", help="Also write the page's files there once, so the target is the whole site.")
     ] = False,
-    store: Annotated[Store, typer.Option(help=_STORE_HELP)] = Store.redis,
-    dlq_every: Annotated[str, typer.Option(help=_DLQ_EVERY_HELP)] = "60s",
-    dlq_sample: Annotated[int, typer.Option(help=_DLQ_SAMPLE_HELP, min=10, max=10_000)] = 500,
+    store: StoreOption = PreferredStore.redis,
+    dlq_every: DlqEveryOption = "60s",
+    dlq_sample: DlqSampleOption = 500,
 ) -> None:
     """Read the stores, write the dashboard snapshot (aggregates only) atomically, every --every seconds."""
     import signal
     import threading
 
-    from dashboard.publisher import PublishError, build_publisher, parse_target
+    from dashboard.errors import PublishError
+    from dashboard.publisher import parse_target
+    from streamkpi.app import Services, build_publisher
 
     every_s = _seconds(every, "--every")
     dlq_every_s = _seconds(dlq_every, "--dlq-every", allow_zero=True)
-    settings = _settings()
-    from streamkpi.app import Services
-
+    settings = load_settings()
     try:
         targets = [parse_target(t, lambda: Services(settings).client("s3")) for t in to]
     except PublishError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     publisher = build_publisher(settings, targets, store.value, dlq_every_s, dlq_sample)
     where = ", ".join(t.description for t in targets)
     try:
@@ -103,7 +96,7 @@ def publish(
             )
             return
     except PublishError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _s, _f: stop.set())
@@ -115,23 +108,24 @@ def publish(
 @dashboard_app.command("serve")
 def serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 8080,
-    every: Annotated[str, typer.Option(help=_EVERY_HELP)] = "2s",
-    store: Annotated[Store, typer.Option(help=_STORE_HELP)] = Store.redis,
-    dlq_every: Annotated[str, typer.Option(help=_DLQ_EVERY_HELP)] = "60s",
-    dlq_sample: Annotated[int, typer.Option(help=_DLQ_SAMPLE_HELP, min=10, max=10_000)] = 500,
+    every: EveryOption = "2s",
+    store: StoreOption = PreferredStore.redis,
+    dlq_every: DlqEveryOption = "60s",
+    dlq_sample: DlqSampleOption = 500,
 ) -> None:
     """Publish into memory and serve the page, snapshot.json and /metrics on 127.0.0.1 (read-only)."""
-    from dashboard.publisher import build_publisher
-    from dashboard.server import ServeError, SnapshotHolder
+    from dashboard.errors import ServeError
+    from dashboard.server import SnapshotHolder
     from dashboard.server import serve as run_server
+    from streamkpi.app import build_publisher
 
     every_s = _seconds(every, "--every")
     dlq_every_s = _seconds(dlq_every, "--dlq-every", allow_zero=True)
-    settings = _settings()
+    settings = load_settings()
     holder = SnapshotHolder()
     publisher = build_publisher(settings, [holder], store.value, dlq_every_s, dlq_sample)
     try:
         code = run_server(publisher, holder, port, every_s, lambda line: typer.echo(line))
     except ServeError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     raise typer.Exit(code)
