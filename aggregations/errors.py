@@ -17,6 +17,11 @@ class StoreUnavailableError(StoreError):
     """The store did not answer or refused for a transient reason: back off, do not checkpoint."""
 
 
+class StoreAccessError(StoreUnavailableError):
+    """The store refused the login or its TLS certificate was not trusted: a setting is wrong (the message says
+    which). Still retried like any outage: a rotated password or certificate can come right while waiting."""
+
+
 class StoreRejectedError(StoreError):
     """The store refused items as invalid (e.g. over its item size limit): retrying cannot help. The
     bounds should make this impossible; the worker folds the windows' groups and writes them again."""

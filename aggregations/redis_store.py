@@ -9,12 +9,13 @@ tells when that one is gone (see `LossDetecting`).
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 
-from aggregations.errors import StoreUnavailableError
+from aggregations.errors import StoreAccessError, StoreUnavailableError
 from aggregations.partials import StoredPartial, WindowKey
 from aggregations.store import decode_metrics, encode_metrics
 from aggregations.windows import Resolution
@@ -69,7 +70,7 @@ class RedisStore:
         try:
             return bool(self.client.exists(self._marker(shard_id)))
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis check failed: {exc}") from exc
+            raise redis_failure("check", exc, self.client) from exc
 
     def begin_repair(self, shard_id: str, lease_ms: int) -> str | None:
         token = uuid.uuid4().hex
@@ -79,7 +80,7 @@ class RedisStore:
             pipe.set(self._marker(shard_id), "1", px=lease_ms)
             claimed, _ = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+            raise redis_failure("write", exc, self.client) from exc
         return token if claimed else None
 
     def end_repair(self, shard_id: str, claim: str | None) -> bool:
@@ -87,7 +88,7 @@ class RedisStore:
             keys = [f"{self.prefix}:copied", self._marker(shard_id)]
             return bool(self._end_repair_script(keys=keys, args=[claim or ""]))
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+            raise redis_failure("write", exc, self.client) from exc
 
     def lost_windows(self, shard_id: str, last_written: Mapping[WindowKey, str]) -> list[WindowKey]:
         keys = list(last_written)
@@ -97,7 +98,7 @@ class RedisStore:
                 pipe.hget(self.window_key(resolution, start), f"p:{shard_id}")
             replies = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis read failed: {exc}") from exc
+            raise redis_failure("read", exc, self.client) from exc
         return [
             k for k, stored in zip(keys, replies, strict=True) if stored is None or stored.decode() < last_written[k]
         ]
@@ -112,7 +113,7 @@ class RedisStore:
                 pipe.hmget(self.window_key(resolution, start), f"p:{shard_id}", f"d:{shard_id}")
             replies = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis load failed: {exc}") from exc
+            raise redis_failure("load", exc, self.client) from exc
         found = {}
         for (resolution, start), (position, blob) in zip(keys, replies, strict=True):
             if position is not None and blob is not None:
@@ -140,7 +141,7 @@ class RedisStore:
                 )
             replies = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis write failed: {exc}") from exc
+            raise redis_failure("write", exc, self.client) from exc
         self.writes += sum(1 for r in replies if r != 0)
         stale = [p for p, reply in zip(partials, replies, strict=True) if reply == 0]
         lost = [p.key for p, reply in zip(partials, replies, strict=True) if reply == 2]
@@ -153,7 +154,7 @@ class RedisStore:
                 pipe.hgetall(self.window_key(resolution, start))
             replies = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis read failed: {exc}") from exc
+            raise redis_failure("read", exc, self.client) from exc
         out: dict[int, list[StoredPartial]] = {}
         for start, fields in zip(starts, replies, strict=True):
             for name, value in fields.items():
@@ -171,4 +172,42 @@ class RedisStore:
             keys = [self.window_key(resolution, s) for s in starts]
             return int(self.client.delete(*keys)) if keys else 0
         except redis.RedisError as exc:
-            raise StoreUnavailableError(f"Redis delete failed: {exc}") from exc
+            raise redis_failure("delete", exc, self.client) from exc
+
+
+def redis_failure(what: str, exc: redis.RedisError, client: redis.Redis) -> StoreUnavailableError:
+    """The store error for a failed Redis call: where (host and port), what went wrong and what to do. Never
+    the password: redis-py's texts carry none, and it is masked should one ever appear."""
+    options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    where = options.get("path") or f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+    text = str(exc)
+    if options.get("password"):
+        text = text.replace(options["password"], "***")
+    advice, is_access = _advice(exc)
+    error = StoreAccessError if is_access else StoreUnavailableError
+    return error(f"Redis {what} failed at {where}: {text.rstrip('.')}. {advice}".rstrip())
+
+
+def _advice(exc: redis.RedisError) -> tuple[str, bool]:
+    """What to do about `exc`, and whether a setting is wrong (login, ACL, certificate) rather than Redis away.
+    redis-py raises socket and TLS errors inside its own handlers, so they are the context of `exc`."""
+    underlying = exc.__context__
+    if isinstance(exc, redis.AuthenticationError):
+        return "Check the user name and password (AUTH token or ACL user's) in REDIS_URL, percent-encoded.", True
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return "Give the REDIS_URL user every key and command the worker uses (ACL: `on ~* +@all`).", True
+    if isinstance(underlying, ssl.SSLCertVerificationError):
+        return (
+            "The server's TLS certificate is not trusted or does not name this host: set STREAMKPI_REDIS_CA_FILE "
+            "to the CA bundle that signed it, and use the host name the certificate names.",
+            True,
+        )
+    if isinstance(underlying, ssl.SSLError):
+        return "The TLS handshake failed: use rediss:// only for a TLS port, redis:// for a plain one.", False
+    if isinstance(underlying, ConnectionResetError) or "closed by server" in str(exc):
+        return "The server closed the connection: if it requires TLS (in-transit encryption), use rediss://.", False
+    if isinstance(exc, redis.TimeoutError):
+        return "No answer in time: is the host reachable from here (network, security group)?", False
+    if isinstance(exc, redis.ConnectionError):
+        return "Is Redis running there, and does REDIS_URL name it?", False
+    return "", False

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 # (re-exported: callers catch the store errors where they use the store)
+from aggregations.errors import StoreAccessError as StoreAccessError
 from aggregations.errors import StoreError as StoreError
 from aggregations.errors import StoreRejectedError as StoreRejectedError
 from aggregations.errors import StoreUnavailableError as StoreUnavailableError

@@ -1,11 +1,14 @@
 """`streamkpi demo`: the local stack, steady traffic, the worker (and the dashboard), until Ctrl-C.
 
 Each part runs as its own process in its own session, so Ctrl-C reaches only the demo, which then
-stops the parts in order (traffic, worker gracefully, then the stack if the demo started it).
+stops the parts in order (traffic, worker gracefully, then the stack if the demo started it). The parts
+would outlive the demo, so stopping them never depends on the demo's output: `make demo | tee demo.log`
+loses its reader to the same Ctrl-C, and a write to that pipe fails; it is dropped, not fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -129,18 +132,53 @@ class Demo:
         return 0
 
     def stop(self) -> None:
-        for part in reversed(self.parts):  # the dashboard first, then traffic, then the worker
-            if part.process.poll() is None:
-                part.process.send_signal(signal.SIGTERM)
+        """Stop every part, then the stack; report after, so a failing report cannot leave one running."""
+        report: list[str] = []
+        try:
+            for part in reversed(self.parts):  # the dashboard first, then traffic, then the worker
                 try:
-                    part.process.wait(WORKER_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    os.killpg(part.process.pid, signal.SIGKILL)
-                    part.process.wait()
-            self.say(f"stopped {part.name} (exit {part.process.returncode})")
-        if self.started_stack:
-            for name in local_stack.down(self.settings):
-                self.say(f"stopped {name}")
+                    report.append(f"stopped {part.name} (exit {_stop_part(part)})")
+                except Exception as exc:  # one part's trouble must not leave the others running
+                    report.append(f"could not stop {part.name} (pid {part.process.pid}): {exc}")
+        finally:
+            if self.started_stack:
+                report += [f"stopped {name}" for name in local_stack.down(self.settings)]
+            for line in report:
+                self.say(line)
+
+
+def _stop_part(part: Part) -> int:
+    """SIGTERM, the grace, then SIGKILL for the part; then for anything it left in its process group."""
+    process = part.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WORKER_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # Its children share its process group: a worker that died on its own may have left its KCL daemon.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode
+
+
+def never_failing(say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` that cannot end the demo: once a write fails (the pipe's reader is gone: EPIPE; the terminal
+    closed: EIO), this and later lines are dropped and the demo goes on (to stop its parts)."""
+    lost = False
+
+    def guarded(line: str) -> None:
+        nonlocal lost
+        if lost:
+            return
+        try:
+            say(line)
+        except (OSError, ValueError):  # ValueError: the stream is closed
+            lost = True
+
+    return guarded
 
 
 def run_demo(settings: Settings, rate: float, invalid_fraction: float, say: Callable[[str], None]) -> int:
@@ -150,15 +188,25 @@ def run_demo(settings: Settings, rate: float, invalid_fraction: float, say: Call
         nonlocal stopping
         stopping = True
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    demo = Demo(settings, rate, invalid_fraction, say)
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None] | signal.Handlers] = {
+        signal.SIGINT: request_stop,  # Ctrl-C
+        signal.SIGTERM: request_stop,
+        signal.SIGHUP: request_stop,  # the terminal closed: the parts would outlive the demo
+        signal.SIGPIPE: signal.SIG_IGN,  # Python's default, kept: a write to a closed pipe raises, not kills
+    }
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        del handlers[signal.SIGHUP]  # run under nohup: the demo is meant to outlive the terminal
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    demo = Demo(settings, rate, invalid_fraction, never_failing(say))
     try:
         demo.start()
         code = demo.watch(lambda: stopping)
         if stopping:
-            say("stopping ...")
+            demo.say("stopping ...")
     finally:
-        demo.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            demo.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return code

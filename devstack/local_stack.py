@@ -84,8 +84,14 @@ def _running_pid(settings: Settings, service: Service) -> int | None:
     return pid if service.marker in cmdline else None
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """False if something listens on 127.0.0.1:`port` (or holds it so that the service cannot bind).
+
+    The probe binds as hypercorn and redis-server do, with SO_REUSEADDR: the connections a stopped stack
+    left in TIME_WAIT (up to a minute after `local down`) do not count, a listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -129,7 +135,7 @@ READY: dict[str, Callable[[Settings], bool]] = {"moto": _moto_ready, "redis": _r
 
 def _start(settings: Settings, service: Service) -> int:
     port = service.port(settings)
-    if not _port_free(port):
+    if not port_free(port):
         raise LocalStackError(
             f"port {port} on 127.0.0.1 is busy, so {service.name} cannot start there; stop what uses it "
             f"(`ss -ltnp 'sport = :{port}'` shows it) or set {service.port_setting} to a free port."

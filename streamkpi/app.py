@@ -77,7 +77,8 @@ class Services:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        """The one Redis client of every store, health writer and reader: TLS, login and CA from the settings."""
+        return redis.Redis.from_url(self.settings.redis_url, **self.settings.redis_client_kwargs())
 
     @cached_property
     def dynamodb_store(self) -> DynamoDBStore:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from consumer.bounds import Limits
 from streamkpi.errors import SettingsError
@@ -31,7 +32,19 @@ class Settings:
         "Kinesis endpoint when it differs from AWS_ENDPOINT_URL (e.g. a Kinesis emulator).",
     )
     region: str = _spec("AWS_REGION", "us-east-1", "AWS region (`AWS_DEFAULT_REGION` is read too).")
-    redis_url: str = _spec("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for hot aggregates and health.")
+    redis_url: str = _spec(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        "Redis for hot aggregates and health: `redis://` or, for TLS, `rediss://`; with a password "
+        "`rediss://:PASSWORD@host:6379/0`, with an ACL user `rediss://USER:PASSWORD@host:6379/0` (percent-encode "
+        "`@ : / ? #` in the password). `streamkpi settings` shows the password as `***`.",
+    )
+    redis_ca_file: str | None = _spec(
+        "STREAMKPI_REDIS_CA_FILE",
+        None,
+        "CA bundle (PEM) trusted for the Redis server's TLS certificate, besides the system store; `rediss://` "
+        "only. The certificate and its host name are always verified.",
+    )
     stream: str = _spec("STREAMKPI_STREAM", "streamkpi-events", "Kinesis stream the worker consumes.")
     app_name: str = _spec("STREAMKPI_APP_NAME", "streamkpi", "KCL application name; also the name of its lease table.")
     metrics_table: str = _spec("STREAMKPI_METRICS_TABLE", "streamkpi-metrics", "DynamoDB table of aggregates.")
@@ -233,6 +246,44 @@ class Settings:
             if not low <= value <= high:
                 env = next(f.metadata["env"] for f in fields(self) if f.name == name)
                 raise SettingsError(f"{env}={value}: use a whole number from {low:,} to {high:,}.")
+        self._validate_redis()
+
+    def _validate_redis(self) -> None:
+        """REDIS_URL names a host redis-py reads as meant, TLS stays verified, the CA file is there. The messages
+        show the URL as `redact_url` does: never its password."""
+        shown = redact_url(self.redis_url)
+        scheme = self.redis_url.partition("://")[0]
+        if scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(f"REDIS_URL={shown}: use redis://, rediss:// (TLS) or unix://.")
+        url = urlsplit(self.redis_url)
+        if scheme != "unix":
+            try:
+                host, _port = url.hostname, url.port
+            except ValueError:  # a port that is no number; the error's text may quote part of a password
+                host = None
+            if not host or "@" in self.redis_url.partition(url.netloc)[2]:
+                # An unescaped / ? # in a password cuts the host off (redis-py would then try localhost).
+                raise SettingsError(
+                    f"REDIS_URL={shown}: no host and port can be read from it; percent-encode @ : / ? # in the "
+                    "user name and password (`%40` for @, `%2F` for /)."
+                )
+        tls_options = sorted(k for k, _ in parse_qsl(url.query) if k.startswith("ssl"))
+        if tls_options:
+            raise SettingsError(
+                f"REDIS_URL={shown}: remove {', '.join(tls_options)}; TLS is always verified. Use rediss:// and, "
+                "for a private CA, STREAMKPI_REDIS_CA_FILE."
+            )
+        if self.redis_ca_file is not None:
+            if scheme != "rediss":
+                raise SettingsError(
+                    f"STREAMKPI_REDIS_CA_FILE is set but REDIS_URL={shown} does not use TLS: use rediss://, "
+                    "or unset STREAMKPI_REDIS_CA_FILE."
+                )
+            if not Path(self.redis_ca_file).is_file():
+                raise SettingsError(
+                    f"STREAMKPI_REDIS_CA_FILE={self.redis_ca_file}: no such file; give the PEM bundle of the CA that "
+                    "signed the Redis server's certificate, or unset it to trust the system store only."
+                )
 
     def limits(self) -> Limits:
         """The bounds on one record's cost (consumer/bounds.py), from the STREAMKPI_MAX_* settings."""
@@ -252,6 +303,14 @@ class Settings:
         kwargs: dict[str, Any] = {"region_name": self.region}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
+        return kwargs
+
+    def redis_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `redis.Redis.from_url(REDIS_URL, ...)`. With rediss:// the certificate must chain
+        to the CA file or the system store and name the URL's host: no setting turns that off."""
+        kwargs: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        if self.redis_url.startswith("rediss://"):
+            kwargs.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_ca_certs=self.redis_ca_file)
         return kwargs
 
     def kinesis_client_kwargs(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import redis
 
+from aggregations.redis_store import redis_failure
+
 log = logging.getLogger("streamkpi.health")
 HEALTH_TTL_MS = 24 * 3600 * 1000  # an ended or idle shard's entry fades away after a day
 
@@ -32,13 +34,18 @@ class RedisHealth:
             pipe.pexpire(self.index_key, HEALTH_TTL_MS)
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("health report failed", extra={"shard": shard_id, "error": str(exc)})
+            error = redis_failure("health write", exc, self.client)
+            log.warning("health report failed", extra={"shard": shard_id, "error": str(error)})
 
     def read(self) -> dict[str, dict[str, str]]:
-        shards = sorted(s.decode() for s in self.client.smembers(self.index_key))  # type: ignore[union-attr]
-        out = {}
-        for shard in shards:
-            raw = self.client.hgetall(f"{self.index_key}:{shard}")
-            if raw:
-                out[shard] = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+        """Every shard's last report. StoreUnavailableError (its cause the Redis error) when Redis fails."""
+        try:
+            shards = sorted(s.decode() for s in self.client.smembers(self.index_key))  # type: ignore[union-attr]
+            out = {}
+            for shard in shards:
+                raw = self.client.hgetall(f"{self.index_key}:{shard}")
+                if raw:
+                    out[shard] = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+        except redis.RedisError as exc:
+            raise redis_failure("health read", exc, self.client) from exc
         return out

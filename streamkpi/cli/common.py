@@ -33,6 +33,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def fail_unreachable(cause: object, then: str = "") -> NoReturn:
+    from aggregations.errors import StoreAccessError
+
+    if isinstance(cause, StoreAccessError):  # refused login or certificate: its message names the setting to fix
+        fail(f"{cause}{then}", 1)
     fail(f"{cause}; is the stack up? Try `streamkpi local status`.{then}", 1)
 
 

@@ -34,7 +34,7 @@ def query(
 ) -> None:
     """Print the stored windows of a metric: every window in the range, zeros filled."""
     from aggregations.query import QueryError, read_metric, read_rolling, to_json
-    from aggregations.store import StoreUnavailableError
+    from aggregations.store import StoreAccessError, StoreUnavailableError
     from aggregations.windows import parse_duration_ms
     from streamkpi.app import Services
     from streamkpi.errors import ConfigError
@@ -68,6 +68,8 @@ def query(
         result = read_metric(backend, res, metric, from_ms, to_ms, top, by, dims)
     except QueryError as exc:
         fail(str(exc))
+    except StoreAccessError as exc:
+        fail_unreachable(exc)
     except StoreUnavailableError as exc:
         fail_unreachable(f"{store.value} is not reachable ({exc})")
     if format is Format.json:

@@ -67,10 +67,13 @@ def test_every_field_is_read_from_its_env_name() -> None:
             "kcl_client_version": "COMPATIBLE_WITH_2X",
             "kcl_metrics_level": "SUMMARY",
             "kcl_retrieval_mode": "FANOUT",
+            "redis_url": "rediss://custom-value:6380/0",
+            "redis_ca_file": __file__,  # a file that is there
         }.get(f.name, raw)
         if f.name.startswith("max_"):  # the bounds have ranges of their own (test below)
             raw = str(f.default + 1)
-        assert getattr(Settings.from_mapping({f.metadata["env"]: raw}), f.name) == kind(raw), f.name
+        tls = {"REDIS_URL": "rediss://cache.example:6380/0"} if f.name == "redis_ca_file" else {}  # TLS only
+        assert getattr(Settings.from_mapping({**tls, f.metadata["env"]: raw}), f.name) == kind(raw), f.name
 
 
 def test_the_bounds_refuse_values_outside_their_range_and_build_the_limits() -> None:
@@ -123,6 +126,55 @@ def test_aws_client_kwargs() -> None:
     assert Settings().aws_client_kwargs() == {"region_name": "us-east-1"}
     local = Settings.from_mapping({"AWS_ENDPOINT_URL": "http://localhost:4566", "AWS_REGION": "eu-west-1"})
     assert local.aws_client_kwargs() == {"region_name": "eu-west-1", "endpoint_url": "http://localhost:4566"}
+
+
+def test_redis_client_kwargs_verify_tls_always_against_the_ca_file_or_the_system_store(tmp_path: Path) -> None:
+    timeouts = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    assert Settings().redis_client_kwargs() == timeouts
+    verified = {**timeouts, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    tls = Settings.from_mapping({"REDIS_URL": "rediss://app:pw@cache.example:6380/0"})
+    assert tls.redis_client_kwargs() == {**verified, "ssl_ca_certs": None}  # None: the system store
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    private = Settings.from_mapping({"REDIS_URL": "rediss://cache.example:6380/0", "STREAMKPI_REDIS_CA_FILE": str(ca)})
+    assert private.redis_client_kwargs() == {**verified, "ssl_ca_certs": str(ca)}
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({"REDIS_URL": "http://cache.example:6379"}, "use redis://, rediss:// (TLS) or unix://"),
+        ({"REDIS_URL": "cache.example:6379"}, "use redis://, rediss:// (TLS) or unix://"),
+        ({"REDIS_URL": "rediss://:hunter2/x@cache.example:6380/0"}, "percent-encode"),  # host cut off at the /
+        ({"REDIS_URL": "rediss://:hun#ter2@cache.example:6380/0"}, "percent-encode"),
+        ({"REDIS_URL": "redis://:hunter2@cache.example:port/0"}, "percent-encode"),
+        ({"REDIS_URL": "rediss://:hunter2@cache.example/0?ssl_cert_reqs=none"}, "TLS is always verified"),
+        ({"REDIS_URL": "rediss://cache.example/0?ssl_check_hostname=false"}, "remove ssl_check_hostname"),
+        ({"STREAMKPI_REDIS_CA_FILE": "/etc/hostname"}, "does not use TLS: use rediss://"),
+        ({"REDIS_URL": "rediss://cache.example/0", "STREAMKPI_REDIS_CA_FILE": "/nonexistent/ca.pem"}, "no such file"),
+    ],
+)
+def test_a_redis_url_or_ca_file_that_cannot_work_is_refused_without_showing_the_password(
+    env: dict[str, str], hint: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_mapping(env)
+    assert hint in str(info.value)
+    assert "hunter2" not in str(info.value) and "ter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://default:p%40ss%2Fword@master.cache.amazonaws.com:6379/0",  # percent-encoded @ and /
+        "rediss://:hun@ter2@cache.example:6380/0",  # the last @ ends the password, as redis-py reads it
+        "rediss://[::1]:6380/0?socket_timeout=2",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
+def test_redis_urls_redis_py_reads_as_meant_are_accepted(url: str) -> None:
+    assert Settings.from_mapping({"REDIS_URL": url}).redis_url == url
 
 
 # -- load: environment over env file over default ----------------------------------------------------
