@@ -72,7 +72,7 @@ def read_rolling(
     agg = AGGREGATORS[agg_name]
     groups: dict[str, Any] = {}
     for window in merged_windows:
-        for group, value in _regroup(window, agg_name, by, dims).items():
+        for group, value in regroup(window, agg_name, by, dims).items():
             groups[group] = value if group not in groups else agg.merge(groups[group], value)
     kept = _top_groups(groups, agg_name, top)
     return {
@@ -90,7 +90,7 @@ def _agg_name(metric: str, partials: Mapping[int, Sequence[StoredPartial]]) -> s
     return next((p.metrics[metric]["agg"] for ps in partials.values() for p in ps if metric in p.metrics), "count")
 
 
-def _regroup(groups: Mapping[str, Any], agg_name: str, by: str | None, dims: Sequence[str]) -> dict[str, Any]:
+def regroup(groups: Mapping[str, Any], agg_name: str, by: str | None, dims: Sequence[str]) -> dict[str, Any]:
     """Groups of a multi-dimension metric (keys "a|b") folded onto one of its dimensions."""
     if by is None:
         return dict(groups)
@@ -123,7 +123,7 @@ def shape(
     windows = []
     for start in starts:
         merged = merge_partials(partials.get(start, ())).get(metric, {})
-        groups = _top_groups(_regroup(merged, agg_name, by, dims), agg_name, top)
+        groups = _top_groups(regroup(merged, agg_name, by, dims), agg_name, top)
         windows.append(
             {
                 "start": iso(start),

@@ -3,9 +3,10 @@ cannot take. Pure.
 
 Every sink an event's type routes to (consumer/routing.py) gets the same bytes: the event's own line as
 it came when that is one line (no CR either: the archive is NDJSON) that all of them take, else its
-compact JSON. An event whose JSON one of its sinks cannot take is forwarded nowhere and counted for no
-metric: it is a dead letter (`too_large`). Events bound for a FIFO queue carry their identity, which the
-queue deduplicates by.
+compact JSON (always its JSON under `[redaction]`: the worker passes no line then, since the bytes that came
+could hold what redaction took out of the parsed event). An event whose JSON one of its sinks cannot take is
+forwarded nowhere and counted for no metric: it is a dead letter (`too_large`). Events bound for a FIFO
+queue carry their identity, which the queue deduplicates by.
 """
 
 from __future__ import annotations

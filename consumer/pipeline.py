@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aggregations.metrics import MetricSet
 from aggregations.windows import Resolution
 from consumer.bounds import Limits
+from consumer.redaction import Redactor
 from consumer.routing import Router
 from consumer.validate import Rules
 
@@ -31,3 +32,5 @@ class Pipeline:
     metrics: MetricSet
     resolutions: tuple[Resolution, ...]
     router: Router = field(default_factory=Router)
+    # The config's [redaction] with its key (added by the composition root, which reads the key); None: none.
+    redactor: Redactor | None = None

@@ -79,7 +79,10 @@ class RecordProcessor(v3.RecordProcessorBase):
 
     def lease_lost(self, lease_lost_input: Any) -> None:
         # Checkpointing is impossible now; whatever was not checkpointed is redelivered to the new owner.
-        log.warning("lease lost; dropping unflushed state", extra={"shard": self.shard_id})
+        log.warning(
+            "lease lost; dropping unflushed state",
+            extra={"shard": self.shard_id, "reason": "lease_lost", "sequence": self._checkpointed_sequence()},
+        )
         self.lease_gone = True
         self.worker = None
 
@@ -89,7 +92,11 @@ class RecordProcessor(v3.RecordProcessorBase):
             worker.flush_durable()
             # Checkpoint with no sequence number = SHARD_END: without it the child shards never start.
             self._checkpoint(shard_ended_input.checkpointer, worker, shard_end=True)
-            log.info("shard ended; checkpointed SHARD_END", extra={"shard": self.shard_id})
+            worker.mark_shard_ended()
+            log.info(
+                "shard ended; checkpointed SHARD_END",
+                extra={"shard": self.shard_id, "reason": "shard_end", "sequence": "SHARD_END"},
+            )
 
         self._guarded("shard_ended", finish)
 
@@ -100,7 +107,14 @@ class RecordProcessor(v3.RecordProcessorBase):
             self.worker.flush_durable()
             if self.worker.last_record is not None and self.worker.last_record != self.worker.checkpointed:
                 self._checkpoint(shutdown_requested_input.checkpointer, self.worker)
-            log.info("shutdown requested; checkpointed", extra={"shard": self.shard_id})
+            log.info(
+                "shutdown requested; checkpointed",
+                extra={
+                    "shard": self.shard_id,
+                    "reason": "shutdown_requested",
+                    "sequence": self._checkpointed_sequence(),
+                },
+            )
 
         self._guarded("shutdown_requested", finish)
 
@@ -121,9 +135,12 @@ class RecordProcessor(v3.RecordProcessorBase):
                 return
             except CheckpointError as exc:
                 error = exc.value
+                where = {"shard": self.shard_id, "sequence": seq or "SHARD_END", "sub": sub, "reason": error}
                 if error == "ThrottlingException" and attempt < self.checkpoint_attempts:
+                    log.warning("checkpoint throttled; retrying", extra={**where, "attempt": attempt})
                     self.sleep(CHECKPOINT_BACKOFF.delay_s(attempt))
                     continue
+                log.warning("checkpoint refused", extra={**where, "attempt": attempt})
                 if error == "ShutdownException":
                     raise LeaseLostError(f"shard {self.shard_id}: checkpoint refused, lease lost") from exc
                 raise FatalError(f"shard {self.shard_id}: checkpoint failed with {error}") from exc
@@ -133,12 +150,22 @@ class RecordProcessor(v3.RecordProcessorBase):
             action()
         except LeaseLostError as exc:
             # Reprocessing follows on the new owner; nothing is lost. Stop writing from here.
-            log.warning(str(exc), extra={"shard": self.shard_id})
+            log.warning(
+                str(exc),
+                extra={"shard": self.shard_id, "reason": "lease_lost", "sequence": self._checkpointed_sequence()},
+            )
             self.lease_gone = True
             self.worker = None
         except FatalError as exc:
-            log.error(f"{what}: {exc}; exiting without checkpoint", extra={"shard": self.shard_id})
+            where = {"shard": self.shard_id, "reason": type(exc).__name__, "sequence": self._checkpointed_sequence()}
+            log.error(f"{what}: {exc}; exiting without checkpoint", extra=where)
             self.exit(2)
-        except Exception:
-            log.exception(f"{what}: unexpected error; exiting without checkpoint", extra={"shard": self.shard_id})
+        except Exception as exc:
+            where = {"shard": self.shard_id, "reason": type(exc).__name__, "sequence": self._checkpointed_sequence()}
+            log.exception(f"{what}: unexpected error; exiting without checkpoint", extra=where)
             self.exit(3)
+
+    def _checkpointed_sequence(self) -> str | None:
+        """The shard's last checkpoint by this process, where the next owner resumes (None: none yet)."""
+        worker = self.worker
+        return worker.checkpointed[0] if worker is not None and worker.checkpointed else None

@@ -27,6 +27,7 @@ from consumer.forwarding import forward_body, refusal
 from consumer.health import HealthSink, RateMeter
 from consumer.pipeline import Pipeline, Record
 from consumer.reasons import Reason
+from consumer.redaction import withheld as redaction_withheld
 from consumer.sinks import EventSink, ForwardPair
 from consumer.validate import READ_AGAIN, Invalid, check_event
 from delivery.backoff import DEFAULT_BACKOFF, Backoff
@@ -126,6 +127,7 @@ class ShardWorker:
         self.rate = RateMeter()
         self.last_batch_ms: int | None = None
         self.last_checkpoint_ms: int | None = None
+        self.ended_ms: int | None = None  # SHARD_END checkpointed: its health report stays, marked ended
         self.pending_letters: list[DeadLetter] = []
         self.pending_bytes = 0  # payloads of pending letters and bodies of pending forwards
         self.stats = Stats()
@@ -161,6 +163,9 @@ class ShardWorker:
         late_ms = self._late_ms
         letters = self.pending_letters
         plan_for = self.pipeline.router.plan_for if self.outputs.sinks else None
+        # [redaction]: applied to each event that parsed, after validation and before anything leaves; such
+        # events then leave as their JSON, never as the bytes that came (see _dead_letter).
+        redact = self.pipeline.redactor.redact if self.pipeline.redactor is not None else None
         span = self.aggregates.span
         # Valid events not folded yet. While every window they touch is in memory they are folded a
         # chunk at a time (while still in the CPU caches). A window not in memory is loaded at once, up
@@ -191,7 +196,13 @@ class ShardWorker:
                 objects, rejections = decode_parts(data, limits, exact)
                 for rejection in rejections:
                     self._dead_letter(
-                        record, rejection.index, rejection.reason, rejection.detail, rejection.payload, rejection.events
+                        record,
+                        rejection.index,
+                        rejection.reason,
+                        rejection.detail,
+                        rejection.payload,
+                        rejection.events,
+                        unparsed=True,
                     )
                 alone = len(objects) + len(rejections) == 1  # the record is exactly this one event
                 for index, obj, text in objects:
@@ -200,11 +211,19 @@ class ShardWorker:
                         if verdict is READ_AGAIN:
                             break
                         # A rejected event's raw bytes: the whole record when it held just this event, else
-                        # its own line, else its JSON (never its siblings, which may be counted).
-                        payload = data if alone else text if text is not None else to_json_bytes(obj)
+                        # its own line, else its JSON (never its siblings, which may be counted). Redacted:
+                        # its JSON.
+                        if redact is not None:
+                            redact(obj)
+                            payload = to_json_bytes(obj)
+                        else:
+                            payload = data if alone else text if text is not None else to_json_bytes(obj)
                         self._dead_letter(record, index, verdict.reason, verdict.detail, payload)
                         continue
                     event_type, event_ms = verdict  # type: ignore[misc]
+                    if redact is not None:
+                        redact(obj)
+                        text = None  # forwarded as its JSON: the bytes that came may hide a field (a repeated key)
                     forward: ForwardPair | None = None
                     if plan_for is not None:
                         to = forward_to.get(event_type)
@@ -331,7 +350,7 @@ class ShardWorker:
         first = [(Reason(letter.reason), letter.detail) for letter in invalid[:3]]
         events = len(invalid) + len(valid)
         rejection: Rejection = too_many_invalid(record[0], events, first, len(invalid), self.pipeline.limits)
-        self._dead_letter(record, 0, rejection.reason, rejection.detail, rejection.payload, events)
+        self._dead_letter(record, 0, rejection.reason, rejection.detail, rejection.payload, events, unparsed=True)
 
     def _load(self, missing: Iterable[WindowKey]) -> None:
         """Load windows from DynamoDB into memory (an empty window where none is stored)."""
@@ -357,9 +376,23 @@ class ShardWorker:
         return len(events)
 
     def _dead_letter(
-        self, record: Record, index: int, reason: str, detail: str, payload: bytes, events: int | None = None
+        self,
+        record: Record,
+        index: int,
+        reason: str,
+        detail: str,
+        payload: bytes,
+        events: int | None = None,
+        unparsed: bool = False,
     ) -> None:
+        """Buffer a letter. `unparsed`: its payload is raw bytes that did not parse into an object, which
+        redaction cannot go through field by field: `unparsed = "drop"` keeps only their size and sha256."""
         _, sequence_number, sub_sequence_number, partition_key, arrival_ms = record
+        withheld = None
+        redactor = self.pipeline.redactor
+        if unparsed and redactor is not None and not redactor.keep_unparsed:
+            withheld = redaction_withheld(payload)
+            payload = b""
         self.stats.rejected += 1
         self.pending_bytes += len(payload)
         self.pending_letters.append(
@@ -375,6 +408,7 @@ class ShardWorker:
                 detail,
                 payload,
                 events,
+                withheld,
             )
         )
 
@@ -517,7 +551,14 @@ class ShardWorker:
             "events": self.stats.events,
             "forwarded": self.stats.forwarded,
             "reportedMs": self.cadence.wall_ms(),
+            "endedMs": self.ended_ms,
         }
+
+    def mark_shard_ended(self) -> None:
+        """After the SHARD_END checkpoint: the last report says the shard ended (resharded), so a reader can
+        tell it from a shard whose worker stopped (no alert for a parent whose children carry on)."""
+        self.ended_ms = self.cadence.wall_ms()
+        self.report_health()
 
     def report_health(self) -> None:
         if self.outputs.health is not None:
@@ -546,6 +587,7 @@ class ShardWorker:
             letters = list(self.pending_letters)
             self._retry("send dead letters", lambda: self.outputs.dead_letters.send(letters))
             self.stats.dead_letters_sent += len(letters)
+            self._log_letters_sent(letters)
             self.pending_letters.clear()  # (the same list object: _process holds it)
         sinks = self.outputs.sinks or {}
         for name, forwards in list(self.pending_forwards.items()):
@@ -555,6 +597,24 @@ class ShardWorker:
             del self.pending_forwards[name]
         self.pending_bytes = 0
 
+    def _log_letters_sent(self, letters: Sequence[DeadLetter]) -> None:
+        """One line per reason code of a send (not per letter: a hostile flood must not flood the log too),
+        with the first and last sequence number that reason came from."""
+        by_reason: dict[str, list[DeadLetter]] = {}
+        for letter in letters:
+            by_reason.setdefault(letter.reason, []).append(letter)
+        for reason, sent in by_reason.items():
+            log.info(
+                "dead letters sent",
+                extra={
+                    "shard": self.shard_id,
+                    "reason": reason,
+                    "letters": len(sent),
+                    "sequence": sent[0].sequence_number,
+                    "last_sequence": sent[-1].sequence_number,
+                },
+            )
+
     def _write_durable(self, dirty: list[StoredPartial]) -> list[StoredPartial]:
         """Write partials to DynamoDB. An item the store refuses as invalid (too large) is a bug of the
         budget, not an outage: its groups fold into __other__ and it is written again, once."""
@@ -563,7 +623,12 @@ class ShardWorker:
         except StoreRejectedError as exc:
             log.error(
                 "DynamoDB refused partials as invalid; folding their groups into __other__",
-                extra={"shard": self.shard_id, "windows": [f"{k[0]} {k[1]}" for k in exc.keys], "error": str(exc)},
+                extra={
+                    "shard": self.shard_id,
+                    "reason": "store_rejected",
+                    "windows": [f"{k[0]} {k[1]}" for k in exc.keys],
+                    "error": str(exc),
+                },
             )
             for key in exc.keys:
                 self.aggregates.fold_into_other(key)
@@ -595,8 +660,16 @@ class ShardWorker:
                 delay = self.cadence.backoff.delay_s(attempt)
                 if self.cadence.clock() + delay > deadline:
                     raise FatalError(f"{what}: still failing after {attempt} attempts: {exc}") from exc
+                reason = "store_unavailable" if isinstance(exc, StoreUnavailableError) else "delivery_unavailable"
                 log.warning(
                     "store unavailable, backing off",
-                    extra={"shard": self.shard_id, "what": what, "attempt": attempt, "error": str(exc)},
+                    extra={
+                        "shard": self.shard_id,
+                        "reason": reason,
+                        "sequence": self.checkpointed[0] if self.checkpointed else None,  # a restart resumes after it
+                        "what": what,
+                        "attempt": attempt,
+                        "error": str(exc),
+                    },
                 )
                 self.cadence.sleep(delay)

@@ -29,6 +29,8 @@ from aggregations.query import read_rolling, shape, to_json
 from aggregations.store import AggregateStore, StoreUnavailableError
 from aggregations.windows import Resolution
 from dashboard.errors import PublishError
+from dashboard.panels import Panel
+from dashboard.ranges import RANGES, Found, Range, RangeReadings, build_panels, range_document
 from dashboard.snapshot import (
     DAY_MS,
     DISTINCT_USERS,
@@ -80,6 +82,10 @@ class Target(Protocol):
         """Write one static file of the page (for `publish --static`)."""
         ...
 
+    def write_file(self, name: str, body: bytes) -> None:
+        """Replace one range's snapshot (`snapshot-24h.json`), atomically, like `write`."""
+        ...
+
 
 class DirTarget:
     """A directory (served by anything): each write goes to a temp file in the same directory, then is
@@ -93,6 +99,9 @@ class DirTarget:
         self._atomic(SNAPSHOT_NAME, body)
 
     def put_file(self, name: str, body: bytes, content_type: str) -> None:
+        self._atomic(name, body)
+
+    def write_file(self, name: str, body: bytes) -> None:
         self._atomic(name, body)
 
     def _atomic(self, name: str, body: bytes) -> None:
@@ -128,6 +137,9 @@ class S3Target:
 
     def put_file(self, name: str, body: bytes, content_type: str) -> None:
         self._put(name, body, content_type, "no-cache")
+
+    def write_file(self, name: str, body: bytes) -> None:
+        self._put(name, body, "application/json", SNAPSHOT_CACHE_CONTROL)
 
     def _put(self, name: str, body: bytes, content_type: str, cache_control: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -253,6 +265,7 @@ class Source:
     health: Callable[[], Mapping[str, Mapping[str, str]]] | None = None
     dlq: DlqSampler | None = None
     config_source: str = "the config"
+    panels: Sequence[Panel] = ()  # the config's [[dashboard.panels]] (or the default config's that fit)
 
 
 @dataclass
@@ -270,6 +283,10 @@ def _resolution(resolutions: Sequence[Resolution], size_ms: int) -> Resolution |
     return next((r for r in resolutions if r.size_ms == size_ms), None)
 
 
+def _retention(store: AggregateStore, res: Resolution) -> int:
+    return res.redis_retention_ms if store.name == "redis" else res.dynamodb_retention_ms
+
+
 # -- the publisher --------------------------------------------------------------------------------
 
 
@@ -284,6 +301,8 @@ class Publisher:
     failures: int = 0
     _last_problems: tuple[tuple[str, str], ...] = ()
     _logged_errors: dict[str, str] = field(default_factory=dict)  # part -> the error text last logged
+    range_written_ms: dict[str, int] = field(default_factory=dict)  # range id -> when its file was last written
+    range_seconds: dict[str, float] = field(default_factory=dict)  # range id -> how long its last read+shape took
 
     def read(self, now: int) -> Readings:
         src = self.source
@@ -383,8 +402,14 @@ class Publisher:
         """Read, shape and write one snapshot to every target. PublishError if no target took it."""
         now = self.clock()
         snapshot = build_snapshot(self.read(now))
-        body = to_json(snapshot)  # (exact whole numbers past 64 bits too)
         self._log_problem_changes(snapshot)
+        if self.source.panels:
+            for rng in RANGES[1:]:
+                if self._due(rng, now):
+                    self._write_range(rng, self.range_snapshot(rng, now, snapshot), now)
+            snapshot = self.range_snapshot(RANGES[0], now, snapshot)  # snapshot.json is the 1h range's file
+            self._write_range(RANGES[0], snapshot, now)
+        body = to_json(snapshot)  # (exact whole numbers past 64 bits too)
         errors = []
         for target in self.targets:
             try:
@@ -398,6 +423,74 @@ class Publisher:
         self.published += 1
         self.last = snapshot
         return snapshot
+
+    def _due(self, rng: Range, now: int) -> bool:
+        last = self.range_written_ms.get(rng.id)
+        return last is None or now - last >= rng.every_seconds * 1000
+
+    def _write_range(self, rng: Range, snapshot: Mapping[str, Any], now: int) -> None:
+        body = to_json(snapshot)
+        written = False
+        for target in self.targets:
+            try:
+                target.write_file(rng.file, body)
+                written = True
+            except PublishError as exc:
+                log.warning("range snapshot write failed", extra={"target": target.description, "error": str(exc)})
+        if written:
+            self.range_written_ms[rng.id] = now
+
+    def range_snapshot(self, rng: Range, now: int, snapshot: Mapping[str, Any]) -> dict[str, Any]:
+        """The document of one range: the pipeline snapshot of this tick plus the config's panels over the
+        range's windows (and the comparison windows), refreshed every `rng.every_seconds`."""
+        started = time.perf_counter()
+        readings = self.read_range(rng, now)
+        doc = range_document(rng, snapshot, build_panels(self.source.panels, readings, snapshot))
+        self.range_seconds[rng.id] = time.perf_counter() - started
+        return doc
+
+    def read_range(self, rng: Range, now: int) -> RangeReadings:
+        src = self.source
+        res = _resolution(src.resolutions, rng.size_ms)
+        dims = {name: metric.by for name, metric in src.metrics.items()}
+        notes: dict[str, str] = {}
+        found = previous = today = None
+        if res is None:
+            notes["found"] = f"{src.config_source} has no {rng.resolution} resolution for the {rng.label}"
+        else:
+            starts = rng.starts(now)
+            found, why = self._read_windows(res, starts, now)
+            if why:
+                notes["found"] = why
+            # The earlier windows only when a stat compares with them (a "today" stat in the hour view does not).
+            if any(p.kind == "stat" and not (p.period == "today" and rng.id == RANGES[0].id) for p in src.panels):
+                previous, why = self._read_windows(res, [s - rng.compare_ms for s in starts], now)
+                if why:
+                    notes["previous"] = why
+        today_start = now - now % DAY_MS
+        wants_today = any(p.period == "today" or (p.detail and p.detail.period == "today") for p in src.panels)
+        if rng.id == RANGES[0].id and wants_today:  # the longer ranges read "today" panels over the range
+            day = _resolution(src.resolutions, DAY_MS)
+            if day is None:
+                notes["today"] = f"{src.config_source} has no 1-day resolution"
+            else:
+                today, why = self._read_windows(day, [today_start], now)
+                if why:
+                    notes["today"] = why
+        return RangeReadings(rng, now, dims, found, previous, today, today_start, notes)
+
+    def _read_windows(self, res: Resolution, starts: Sequence[int], now: int) -> tuple[Found | None, str | None]:
+        """The windows from the first store that keeps them that long (Redis keeps fewer: e.g. 6 h of 1m
+        windows), falling back to the next when one is unavailable."""
+        oldest = min(starts)
+        stores = list(self.source.stores)
+        keeping = [s for s in stores if oldest + res.size_ms + _retention(s, res) >= now] or stores[-1:]
+        for store in keeping + [s for s in stores if s not in keeping]:
+            try:
+                return store.read(res.name, list(starts)), None
+            except Exception as exc:  # logged once by the snapshot read; the panel says it is missing
+                log.debug("range read failed", extra={"store": store.name, "error": str(exc)})
+        return None, "no aggregate store answered (see the problems above)"
 
     def run(self, every_seconds: float, stop: threading.Event) -> None:
         """Publish every `every_seconds` until `stop` is set; failures are logged and retried next time."""

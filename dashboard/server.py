@@ -49,6 +49,7 @@ class SnapshotHolder:
         self.body: bytes | None = None
         self.snapshot: dict[str, Any] | None = None
         self.written_at: float | None = None
+        self.files: dict[str, bytes] = {}  # the range snapshots by name (snapshot-24h.json ...)
 
     def write(self, body: bytes) -> None:
         snapshot = orjson.loads(body)
@@ -57,6 +58,14 @@ class SnapshotHolder:
 
     def put_file(self, name: str, body: bytes, content_type: str) -> None:  # the server has its own copy
         pass
+
+    def write_file(self, name: str, body: bytes) -> None:
+        with self._lock:
+            self.files[name] = body
+
+    def file(self, name: str) -> bytes | None:
+        with self._lock:
+            return self.files.get(name)
 
     def latest(self) -> tuple[bytes | None, dict[str, Any] | None]:
         with self._lock:
@@ -132,6 +141,8 @@ def snapshot_metrics(snap: Mapping[str, Any], now: float) -> Iterator[Metric]:
         "streamkpi_shard_dead_letters", "Dead letters the shard's current worker process sent.", labels=labels
     )
     for row in snap["shards"]["rows"]:
+        if row["status"] == "ended":  # a resharded parent: no lag, no checkpoint to age, nothing to alert on
+            continue
         shard = [row["shardId"]]
         if row["millisBehindLatest"] is not None:
             behind.add_metric(shard, row["millisBehindLatest"] / 1000)
@@ -162,6 +173,34 @@ def snapshot_metrics(snap: Mapping[str, Any], now: float) -> Iterator[Metric]:
     for problem in snap["problems"]:
         problems.add_metric([problem["part"]], 1)
     yield problems
+    yield from panel_metrics(snap.get("panels") or [])
+
+
+PANEL_STATES = {"ok": 0, "warning": 1, "critical": 2}
+
+
+def panel_metrics(panels: list[Mapping[str, Any]]) -> Iterator[Metric]:
+    """Per config panel with thresholds: its state (0 ok, 1 warning, 2 critical) and the value judged (the
+    1h range's, or today's for period = "today"), so an alert rule needs no second copy of the lines."""
+    state = GaugeMetricFamily(
+        "streamkpi_dashboard_panel_state",
+        "State of a dashboard panel with thresholds: 0 ok, 1 warning, 2 critical.",
+        labels=["panel", "title"],
+    )
+    value = GaugeMetricFamily(
+        "streamkpi_dashboard_panel_value", "The value a dashboard panel's thresholds judge.", labels=["panel", "title"]
+    )
+    for panel in panels:
+        if panel.get("thresholds") is None:
+            continue
+        labels = [panel["id"], panel["title"]]
+        if panel["state"] in PANEL_STATES:
+            state.add_metric(labels, PANEL_STATES[panel["state"]])
+        number = panel.get("value")
+        if isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number):
+            value.add_metric(labels, number)
+    yield state
+    yield value
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -253,6 +292,13 @@ class _Handler(BaseHTTPRequestHandler):
             if body is None:
                 msg = b'{"error": "no snapshot yet: the publisher has not finished its first read"}'
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, msg, "application/json", head, cache="no-store")
+            else:
+                self._send(HTTPStatus.OK, body, "application/json", head, cache="no-store")
+        elif path.startswith("/snapshot-") and path.endswith(".json"):
+            body = self.server.holder.file(path[1:])
+            if body is None:
+                msg = b'{"error": "no snapshot of this range yet: is [[dashboard.panels]] in the config?"}'
+                self._send(HTTPStatus.NOT_FOUND, msg, "application/json", head, cache="no-store")
             else:
                 self._send(HTTPStatus.OK, body, "application/json", head, cache="no-store")
         elif path == "/metrics":

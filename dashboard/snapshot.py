@@ -318,7 +318,7 @@ def shards_section(
     if health is None:
         return {"rows": [], "note": note or "the shards' health could not be read"}
     rows = [shard_row(shard, fields, now_ms) for shard, fields in health.items()]
-    rows.sort(key=lambda row: (row["status"] == "stale", _natural(row["shardId"])))
+    rows.sort(key=lambda row: (row["status"] == "ended", row["status"] == "stale", _natural(row["shardId"])))
     return {"rows": rows, "note": note}
 
 
@@ -328,7 +328,9 @@ def shard_row(shard_id: str, fields: Mapping[str, str], now_ms: int) -> dict[str
     behind = _int(fields.get("millisBehindLatest"))
     checkpoint_age = _age_seconds(now_ms, _int(fields.get("lastCheckpointMs")))
     rate = _float(fields.get("eventsPerSecond"))
-    if report_age is None or report_age > STALE_SECONDS:
+    if _int(fields.get("endedMs")) is not None:  # SHARD_END checkpointed: a resharded parent, all counted
+        status, text = "ended", "ended (resharded): every record counted, its child shards carry on"
+    elif report_age is None or report_age > STALE_SECONDS:
         status = "stale"
         since = "ever" if report_age is None else f"{_human_seconds(report_age)}"
         text = f"no report for {since}: its worker stopped, or the shard ended"

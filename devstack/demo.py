@@ -24,7 +24,8 @@ from types import FrameType
 from devstack import local_stack
 from streamkpi.settings import Settings
 
-WORKER_GRACE_SECONDS = 60.0
+WORKER_GRACE_SECONDS = 60.0  # the worker checkpoints every shard before it exits
+PART_GRACE_SECONDS = 10.0  # traffic and the dashboard have nothing to save
 DASHBOARD_PORT = 8080  # when it is free on 127.0.0.1; otherwise any free port
 DASHBOARD_START_SECONDS = 20.0
 
@@ -153,7 +154,7 @@ def _stop_part(part: Part) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(WORKER_GRACE_SECONDS)
+            process.wait(WORKER_GRACE_SECONDS if part.name == "worker" else PART_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.killpg(process.pid, signal.SIGKILL)

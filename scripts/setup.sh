@@ -2,13 +2,14 @@
 # Installs what is missing, idempotently: Java 17 and redis-server (Debian packages; with --browser also
 # chromium and chromium-driver, for the dashboard's browser tests), the Python environment (.venv) with
 # the pinned dependencies, and amazon_kclpy with the KCL 3.1.3 jars (pinned by sha256). Called by
-# `make setup`, `make demo`, `make test` and the Dockerfile.
+# `make setup`, `make demo` and `make test`. (The Dockerfile installs the same pinned requirements files
+# with pip in its build stage: an image needs no Debian Java or redis-server setup beyond its JRE.)
 #
 #   scripts/setup.sh [--system-only | --python-only] [--dev] [--browser] [--no-redis] [--no-local]
 #
-# --no-redis: the worker image needs no redis-server (it talks to a Redis elsewhere).
+# --no-redis: no redis-server (a worker that talks to a Redis elsewhere).
 # --no-local: skip the local stack's tools, the `local` extra (moto, hypercorn: requirements-local.txt);
-#   the worker image runs without them. The tests and `make demo` need them.
+#   a worker runs without them. The tests and `make demo` need them.
 #
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
 set -euo pipefail

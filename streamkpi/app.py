@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
@@ -17,19 +17,24 @@ from aggregations.dynamodb_store import DynamoDBStore, make_model
 from aggregations.redis_store import RedisStore
 from aggregations.store import AggregateStore
 from consumer.dlq.sqs import SqsDeadLetterQueue
+from consumer.health import HealthSink
+from consumer.health.fanout import FanOutHealth
+from consumer.health.local_file import LocalFileHealth
 from consumer.health.redis_health import RedisHealth
 from consumer.processor import RecordProcessor, WorkerFactory
 from consumer.protocol import KCLReader
+from consumer.redaction import DEFAULT_KEY_ENV, Redactor
 from consumer.sinks import EventSink
 from consumer.sinks.firehose import FirehoseSink
 from consumer.sinks.kinesis import KinesisStreamSink
 from consumer.sinks.sqs import SqsQueueSink
 from consumer.worker import Cadence, Outputs, ShardWorker, Stores
 from streamkpi import logs
-from streamkpi.config import AppConfig, load_config
+from streamkpi.config import AppConfig, default_config_text, load_config, parse_config
 from streamkpi.settings import Settings, read_env_file
 
 if TYPE_CHECKING:
+    from dashboard.panels import Panel
     from dashboard.publisher import Publisher, Target
     from deadletters.ledger_dynamodb import DynamoDbRedriveLedger
     from deadletters.redrive import Context as RedriveContext
@@ -132,14 +137,34 @@ def build_worker_factory(settings: Settings) -> WorkerFactory:
     services = Services(settings)
     # Build everything now, so a bad config or an unreachable queue fails at start, not mid-batch.
     pipeline = services.config.pipeline
+    redaction = services.config.redaction
+    if redaction is not None:  # RedactionKeyError (it names the variable, never the key) when hashing has no key
+        pipeline = replace(pipeline, redactor=Redactor(redaction, redaction_key(settings, redaction.key_env)))
     stores = Stores(services.dynamodb_store, services.redis_store)
-    outputs = Outputs(services.dead_letters, services.sinks, services.health)
+    outputs = Outputs(services.dead_letters, services.sinks, worker_health(settings, services.health))
     cadence = services.cadence()
 
     def factory(shard_id: str) -> ShardWorker:
         return ShardWorker(shard_id, settings.stream, pipeline, stores, outputs, cadence)
 
     return factory
+
+
+def redaction_key(settings: Settings, key_env: str) -> str | None:
+    """The [redaction] key: STREAMKPI_REDACTION_KEY (a setting, shown as `***`), or the variable `key_env` names."""
+    if key_env == DEFAULT_KEY_ENV:
+        return settings.redaction_key.reveal() if settings.redaction_key is not None else None
+    return os.environ.get(key_env) or None
+
+
+def worker_health(settings: Settings, redis_health: RedisHealth) -> HealthSink:
+    """Redis (for the dashboard) and, under `streamkpi consume` (which sets STREAMKPI_HEALTH_DIR), the shard's
+    heartbeat on local disk, which `streamkpi health` reads (the container's HEALTHCHECK)."""
+    if not settings.health_dir:
+        return redis_health
+    from pathlib import Path
+
+    return FanOutHealth(LocalFileHealth(Path(settings.health_dir)), redis_health)
 
 
 def run_record_processor() -> None:
@@ -157,6 +182,18 @@ def run_record_processor() -> None:
 # needs none of them.
 
 
+def dashboard_panels(config: AppConfig) -> tuple[Panel, ...]:
+    """The config's [[dashboard.panels]]; without a [dashboard] section, the default config's panels whose
+    metrics the config has (plus the pipeline's own: rate, invalid events, shard health)."""
+    from dashboard.panels import parse_panels
+
+    dims = {m.name: m.by for m in config.metrics}
+    if config.dashboard:
+        return parse_panels(config.dashboard, dims, config.source)
+    default = parse_config(default_config_text(), "built-in default config")
+    return parse_panels(default.dashboard, dims, default.source, fitting_only=True)
+
+
 def build_publisher(
     settings: Settings,
     targets: Sequence[Target],
@@ -164,11 +201,13 @@ def build_publisher(
     dlq_every_seconds: float = 60.0,
     dlq_sample: int = 500,
 ) -> Publisher:
-    """A Publisher over the configured stores (preferred first, the other as fallback), health and DLQ."""
+    """A Publisher over the configured stores (preferred first, the other as fallback), health and DLQ, drawing
+    the config's [[dashboard.panels]]. ConfigError (dashboard.panels.PanelConfigError) names a panel's mistake."""
     from dashboard.publisher import DlqSampler, Publisher, Source
 
     services = Services(settings)
     config = services.config
+    panels = dashboard_panels(config)
     redis_store: AggregateStore = services.redis_store
     dynamodb_store: AggregateStore = services.dynamodb_store
     stores = [redis_store, dynamodb_store] if store == "redis" else [dynamodb_store, redis_store]
@@ -181,6 +220,7 @@ def build_publisher(
         health=services.health.read,
         dlq=dlq,
         config_source=config.source,
+        panels=panels,
     )
     return Publisher(source, targets)
 

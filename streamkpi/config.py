@@ -6,7 +6,9 @@ Parsed and checked once at start; every problem is reported with its place in th
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +22,18 @@ from aggregations.windows import Resolution, parse_duration_ms
 from consumer.bounds import DEFAULT_LIMITS, Limits, ValueChecks
 from consumer.forwarding import sink_terms
 from consumer.pipeline import Pipeline
+from consumer.redaction import (
+    DEFAULT_KEY_ENV,
+    HASH_PREFIX,
+    HASHED_CHARS,
+    MASK,
+    PROTECTED_FIELDS,
+    UNPARSED_CHOICES,
+    RedactionSpec,
+    conflicts,
+    overlaps,
+    split_path,
+)
 from consumer.routing import Route, Router, with_routed_types
 from consumer.validate import Rules
 from streamkpi.errors import ConfigError
@@ -50,6 +64,9 @@ class AppConfig:
     source: str
     sinks: tuple[SinkDef, ...] = ()
     schemas: dict[str, Any] = field(default_factory=dict)  # eventType -> JSON Schema (as written)
+    dashboard: dict[str, Any] = field(default_factory=dict)  # [dashboard] as written: dashboard.panels checks it
+    # [redaction], checked; the composition root adds its Redactor (with the key) to the pipeline.
+    redaction: RedactionSpec | None = None
 
     @property
     def resolutions(self) -> tuple[Resolution, ...]:
@@ -98,7 +115,7 @@ def parse_config(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> App
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    sections = {"resolutions", "validation", "metrics", "schemas", "sinks", "routes"}
+    sections = {"resolutions", "validation", "metrics", "schemas", "sinks", "routes", "dashboard", "redaction"}
     unknown = set(doc) - sections
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(sorted(sections))}")
@@ -123,7 +140,13 @@ def parse_config(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> App
         max_value_chars=limits.max_value_chars,
     )
     router = Router(routes, {sink.name: sink_terms(sink.type, sink.target) for sink in sinks})
-    return AppConfig(Pipeline(rules, limits, MetricSet(metrics), resolutions, router), source, sinks, schemas)
+    redaction = _redaction(doc.get("redaction"), metric_defs, schemas, limits, source)
+    dashboard = doc.get("dashboard", {})
+    if not isinstance(dashboard, dict):
+        raise ConfigError(f"{source}: [dashboard] must be a table (with [[dashboard.panels]])")
+    return AppConfig(
+        Pipeline(rules, limits, MetricSet(metrics), resolutions, router), source, sinks, schemas, dashboard, redaction
+    )
 
 
 def _value_checks(metrics: tuple[MetricDef, ...], limits: Limits) -> ValueChecks:
@@ -331,3 +354,113 @@ def _rules(table: Any, resolutions: tuple[Resolution, ...], source: str) -> Rule
     # An event older than every resolution keeps can update nothing: it is `too_old`.
     max_age = max(r.size_ms + r.dynamodb_retention_ms for r in resolutions)
     return Rules(max_age_ms=max_age, future_skew_ms=skew, strict_types=strict)
+
+
+_REDACTION_KEYS = ("drop", "mask", "hash", "key_env", "unparsed")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _redaction(
+    table: Any, metrics: Sequence[MetricDef], schemas: dict[str, Any], limits: Limits, source: str
+) -> RedactionSpec | None:
+    """The [redaction] table, checked against the metrics (none may read a dropped or masked field) and the
+    schemas (a redriven or replayed event, redacted already, is validated again)."""
+    if table is None:
+        return None
+    where = f"{source}: redaction"
+    if not isinstance(table, dict):
+        raise ConfigError(f'{source}: [redaction] must be a table such as drop = ["data.email"], hash = ["userId"]')
+    unknown = set(table) - set(_REDACTION_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(_REDACTION_KEYS)}")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("drop", "mask", "hash"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}.{key}: must be a list of dotted paths such as "data.email"')
+        for path in value:
+            if not path or not all(split_path(path)):
+                raise ConfigError(f"{where}.{key}: {path!r} is not a dotted path (field names joined by dots)")
+            if split_path(path)[0] in PROTECTED_FIELDS:
+                raise ConfigError(
+                    f"{where}.{key}: {path!r}: {' and '.join(PROTECTED_FIELDS)} cannot be redacted (validation, "
+                    "routing and the windows read them, again after a redrive or a replay)"
+                )
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}.{key}: names a path twice: {value}")
+        lists[key] = tuple(value)
+    named = [(kind, path) for kind, paths in lists.items() for path in paths]
+    for i, (kind, path) in enumerate(named):
+        for other_kind, other in named[i + 1 :]:
+            if path == other:
+                raise ConfigError(f"{where}: {path!r} is in both {kind} and {other_kind}; name it in one list")
+            if overlaps(split_path(path), split_path(other)):
+                raise ConfigError(
+                    f"{where}: {kind} {path!r} and {other_kind} {other!r} overlap (one lies inside the other); "
+                    "name one of them"
+                )
+    key_env = table.get("key_env", DEFAULT_KEY_ENV)
+    if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
+        raise ConfigError(f"{where}.key_env: must name an environment variable, such as {DEFAULT_KEY_ENV!r}")
+    unparsed = table.get("unparsed", "drop")
+    if unparsed not in UNPARSED_CHOICES:
+        raise ConfigError(f"{where}.unparsed: {unparsed!r} is not one of {', '.join(map(repr, UNPARSED_CHOICES))}")
+    spec = RedactionSpec(lists["drop"], lists["mask"], lists["hash"], key_env, unparsed)
+    metric_paths = [
+        (m.name, key, path)
+        for m in metrics
+        for key, paths in (("field", [m.field] if m.field else []), ("by", m.by), ("where", [k for k, _ in m.where]))
+        for path in paths
+    ]
+    problems = conflicts(spec, metric_paths)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    counted = [f"metrics.{name}" for name, key, path in metric_paths if key != "where" and path in spec.hash]
+    if counted and limits.max_value_chars < HASHED_CHARS:
+        raise ConfigError(
+            f"{where}: {', '.join(counted)} count or group hashed values of {HASHED_CHARS} characters, longer than "
+            f"STREAMKPI_MAX_VALUE_CHARS={limits.max_value_chars}: a redriven or replayed event would be "
+            f"value_too_long; set it to at least {HASHED_CHARS}"
+        )
+    for event_type, schema in schemas.items():
+        for kind, path in spec.paths:
+            refusal = _schema_refuses(schema, split_path(path), kind)
+            if refusal:
+                raise ConfigError(
+                    f'{where}.{kind}: {path!r}: schemas."{event_type}" {refusal}, so a redacted event (redriven or '
+                    "replayed) would fail it; loosen the schema or redact another way"
+                )
+    return spec
+
+
+def _schema_refuses(schema: Any, path: tuple[str, ...], kind: str) -> str | None:
+    """Why the JSON Schema would refuse the event with `path` redacted (`kind`), as far as its `properties`,
+    `required` and `items` tell (a `$ref` or a combinator is not followed), else None."""
+    node = schema
+    for i, part in enumerate(path):
+        while isinstance(node, dict) and "properties" not in node and isinstance(node.get("items"), dict):
+            node = node["items"]  # a path passes through arrays
+        if not isinstance(node, dict):
+            return None
+        properties = node.get("properties")
+        target = properties.get(part) if isinstance(properties, dict) else None
+        if i < len(path) - 1:
+            node = target
+            continue
+        if kind == "drop":
+            required = node.get("required")
+            return "requires it" if isinstance(required, list) and part in required else None
+        if not isinstance(target, dict):
+            return None
+        sample = MASK if kind == "mask" else HASH_PREFIX + "0" * 64
+        try:
+            check = fastjsonschema.compile(target)
+        except Exception:  # a $ref to elsewhere in the schema, or such: not judged here
+            return None
+        try:
+            check(sample)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            shown = repr(MASK) if kind == "mask" else f"'{HASH_PREFIX}<64 hex digits>'"
+            said = exc.message.removeprefix("data")  # (fastjsonschema calls the value it checks "data")
+            return f"does not accept {shown} as {'.'.join(path)} ({'.'.join(path)}{said})"
+    return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -14,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
+from consumer.health import local_file
 from streamkpi.errors import DaemonError
 from streamkpi.settings import KCL_CLIENT_VERSIONS, Settings
 
@@ -110,8 +113,13 @@ def java_command(settings: Settings, properties_file: Path) -> list[str]:
             "or set STREAMKPI_JAVA to a Java 17 executable."
         )
     logback = resources.files("streamkpi").joinpath("logback.xml")
+    try:
+        jvm_opts = shlex.split(settings.jvm_opts)
+    except ValueError as exc:
+        raise DaemonError(f"STREAMKPI_JVM_OPTS={settings.jvm_opts!r}: {exc}; quote it as a shell would.") from None
     return [
         java,
+        *jvm_opts,
         "-cp",
         f"{jars_dir()}/*",
         "-Daws.cborEnabled=false",  # moto speaks JSON, not CBOR
@@ -122,17 +130,34 @@ def java_command(settings: Settings, properties_file: Path) -> list[str]:
     ]
 
 
+def health_dir(settings: Settings, worker_id: str) -> Path:
+    """Where this worker's liveness files go (`streamkpi health` reads them): STREAMKPI_HEALTH_DIR, else one
+    folder per app and worker under the state folder."""
+    if settings.health_dir:
+        return Path(settings.health_dir).absolute()
+    return local_file.worker_health_dir(Path(settings.state_dir).absolute(), settings.app_name, worker_id)
+
+
 def run_daemon(settings: Settings) -> int:
-    """Run the daemon in the foreground; SIGTERM/SIGINT are passed on for a graceful stop."""
+    """Run the daemon in the foreground; SIGTERM/SIGINT are passed on for a graceful stop. While it runs, a
+    liveness record (the daemon's pid) and the shard processors' heartbeats are kept in `health_dir`."""
     state = Path(settings.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     worker_id = default_worker_id(settings)
     properties_file = properties_path(state, settings.app_name, worker_id)
     properties_file.write_text(render_properties(settings, processor_command(), worker_id))
     command = java_command(settings, properties_file)
+    liveness = health_dir(settings, worker_id)
+    if not settings.health_dir:
+        try:  # liveness files never stop a worker from starting
+            local_file.prune_stale_workers(state.absolute(), settings.app_name)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot prune stale liveness records", extra={"error": repr(exc)})
+    # The shard processors (children of the daemon) inherit this environment: their heartbeats go there.
+    env = {**os.environ, "STREAMKPI_HEALTH_DIR": str(liveness)}
     log.info("starting KCL MultiLangDaemon", extra={"stream": settings.stream, "worker_id": worker_id})
     # The daemon's stdout is not a protocol channel; keep ours clean by sending it to stderr.
-    process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr)
+    process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr, env=env)
 
     stopping = False
 
@@ -144,10 +169,16 @@ def run_daemon(settings: Settings) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        try:
+            local_file.write_daemon_record(liveness, process.pid, settings.app_name, worker_id)
+        except OSError as exc:
+            log.warning("cannot write the liveness record", extra={"path": str(liveness), "error": str(exc)})
         code = process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        with contextlib.suppress(OSError):  # (the worker's exit code matters more)
+            local_file.remove_worker_files(liveness)
     if stopping and code in JVM_SIGNAL_EXIT_CODES:
         # The JVM exits 128+signal after its shutdown hook (the KCL's graceful shutdown) has run.
         log.info("KCL daemon stopped gracefully", extra={"exit_code": code})

@@ -19,8 +19,37 @@ from consumer.bounds import Limits
 from streamkpi.errors import SettingsError
 
 
-def _spec(env: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+def _spec(env: str, default: Any, doc: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+
+
+class SecretText(str):
+    """A secret setting's value: as text (printed, logged, serialised, in a repr) it is `***`; `reveal()` gives
+    the secret. So `streamkpi settings` and any log of the settings show `***`."""
+
+    _secret: str
+
+    def __new__(cls, secret: str) -> SecretText:
+        text = super().__new__(cls, "***")
+        text._secret = secret
+        return text
+
+    def reveal(self) -> str:
+        return self._secret
+
+    def __eq__(self, other: object) -> bool:  # compares the secrets (a plain string: with the secret)
+        if isinstance(other, SecretText):
+            return other._secret == self._secret
+        return isinstance(other, str) and str.__eq__(other, self._secret)
+
+    def __hash__(self) -> int:
+        return hash(self._secret)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SecretText, (self._secret,))
+
+    def __deepcopy__(self, memo: Any) -> SecretText:
+        return self
 
 
 @dataclass(frozen=True)
@@ -125,7 +154,8 @@ class Settings:
     kcl_metrics_level: str = _spec(
         "STREAMKPI_KCL_METRICS_LEVEL",
         "NONE",
-        "KCL `metricsLevel` for CloudWatch: NONE, SUMMARY or DETAILED (needs cloudwatch:PutMetricData).",
+        "KCL `metricsLevel`, what the KCL sends to CloudWatch: NONE (nothing; the local stack has no CloudWatch), "
+        "SUMMARY or DETAILED (needs cloudwatch:PutMetricData).",
     )
     kcl_retrieval_mode: str = _spec(
         "STREAMKPI_KCL_RETRIEVAL_MODE",
@@ -180,7 +210,32 @@ class Settings:
         "Dead letters and forwards held in memory before they are sent (mid-batch if need be).",
     )
     java: str = _spec("STREAMKPI_JAVA", "java", "Java 17 executable for the KCL MultiLangDaemon.")
+    jvm_opts: str = _spec(
+        "STREAMKPI_JVM_OPTS",
+        "-XX:+UseSerialGC -Xms32m -Xmx256m -XX:MaxMetaspaceSize=128m -Xss512k -XX:+ExitOnOutOfMemoryError",
+        "JVM options of the KCL MultiLangDaemon (split like a shell would), sized for a small task: the heap is "
+        "measured in README, Container. An out-of-memory JVM exits, so the orchestrator restarts it.",
+    )
+    health_dir: str = _spec(
+        "STREAMKPI_HEALTH_DIR",
+        "",
+        "Folder of the worker's liveness files that `streamkpi health` reads (the daemon's pid, one heartbeat "
+        "per shard held); empty means `<STREAMKPI_STATE_DIR>/health/<app>-<worker id>`.",
+    )
+    health_max_silence_seconds: float = _spec(
+        "STREAMKPI_HEALTH_MAX_SILENCE_SECONDS",
+        120.0,
+        "`streamkpi health` fails when a shard this worker holds has not reported for longer (idle shards "
+        "report every STREAMKPI_REDIS_FLUSH_SECONDS); keep it above STREAMKPI_STORE_RETRY_SECONDS.",
+    )
     log_level: str = _spec("STREAMKPI_LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr.")
+    redaction_key: SecretText | None = _spec(  # noqa: RUF009 - a field() like the others; SecretText is immutable
+        "STREAMKPI_REDACTION_KEY",
+        None,
+        "Key of the HMAC-SHA256 that `[redaction]` hashes fields with (at least 32 characters, e.g. `openssl rand "
+        "-hex 32`); needed when the config hashes a field (its `key_env` may name another variable). Shown as `***`.",
+        secret=True,
+    )
 
     @property
     def env_file(self) -> Path:
@@ -205,7 +260,7 @@ class Settings:
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            kind: type = type(f.default) if f.default is not None else str
+            kind: type = SecretText if f.metadata["secret"] else type(f.default) if f.default is not None else str
             try:
                 values[f.name] = kind(raw)
             except ValueError:
@@ -237,7 +292,12 @@ class Settings:
         ):
             if number < 0:
                 raise SettingsError(f"{env}={number}: use 0 (the KCL's default) or a positive whole number.")
-        for name in ("redis_flush_seconds", "dynamodb_flush_seconds", "checkpoint_seconds"):
+        for name in (
+            "redis_flush_seconds",
+            "dynamodb_flush_seconds",
+            "checkpoint_seconds",
+            "health_max_silence_seconds",
+        ):
             if not getattr(self, name) > 0:  # also refuses NaN, which would never come due
                 env = next(f.metadata["env"] for f in fields(self) if f.name == name)
                 raise SettingsError(f"{env} must be a positive number of seconds.")

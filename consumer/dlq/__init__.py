@@ -4,6 +4,8 @@ The message body is JSON (see `dlq_message`): the letter's identity, its reason 
 attribute, so consumers can filter without parsing), a readable detail, where it came from, and the raw
 payload (base64), or, when that would make the message too large for SQS, a pointer to the payload in S3
 (`payload` null, `payloadS3` set; see `sqs.py`). `letter_payload` gets a payload back from either place.
+Under `[redaction]` with `unparsed = "drop"` a letter of a record that parsed into no object carries no
+payload at all, only its size and sha256 (`payload` null, `payloadWithheld` set).
 Backends: `sqs.py` (SQS, large payloads in S3) and `memory.py` (the tests' fake).
 """
 
@@ -41,6 +43,9 @@ class DeadLetter:
     detail: str
     payload: bytes
     events: int | None = None  # a letter standing for a whole record: how many events it held
+    # Redaction withheld the payload (an unparsed record, `unparsed = "drop"`): (its size, its sha256), and
+    # `payload` is empty.
+    withheld: tuple[int, str] | None = None
 
     @property
     def identity(self) -> str:
@@ -54,8 +59,9 @@ class DeadLetterSink(Protocol):
 
 
 class PayloadUnavailableError(Exception):
-    """A DLQ message's payload cannot be had: malformed inline payload, the S3 object is gone, or the
-    pointer leads outside the DLQ's bucket and prefix, or to an object over the size bound."""
+    """A DLQ message's payload cannot be had: malformed inline payload, the S3 object is gone, the
+    pointer leads outside the DLQ's bucket and prefix or to an object over the size bound, or redaction
+    withheld it."""
 
 
 def dlq_message(letter: DeadLetter, payload_s3: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -75,6 +81,9 @@ def dlq_message(letter: DeadLetter, payload_s3: Mapping[str, Any] | None = None)
         ),
         "payload": None if payload_s3 is not None else base64.b64encode(letter.payload).decode(),
     }
+    if letter.withheld is not None:
+        message["payload"] = None
+        message["payloadWithheld"] = {"bytes": letter.withheld[0], "sha256": letter.withheld[1]}
     if payload_s3 is not None:
         message["payloadS3"] = dict(payload_s3)
     if letter.events is not None:
@@ -123,6 +132,12 @@ def letter_payload(
         except (binascii.Error, ValueError) as exc:
             raise PayloadUnavailableError(f"inline payload is not base64: {exc}") from None
     pointer = body.get("payloadS3")
+    withheld = body.get("payloadWithheld")
+    if pointer is None and isinstance(withheld, Mapping):
+        raise PayloadUnavailableError(
+            'redaction withheld the payload (unparsed = "drop"): only its size and sha256 are kept; read the '
+            "record from the stream by its sequence number while the stream still holds it"
+        )
     if not isinstance(pointer, Mapping) or not pointer.get("bucket") or not pointer.get("key"):
         raise PayloadUnavailableError("the message has neither an inline payload nor a payloadS3 pointer")
     where = f"s3://{pointer['bucket']}/{pointer['key']}"

@@ -9,9 +9,19 @@
   const SNAPSHOT_URL = 'snapshot.json';
   const SNAPSHOT_VERSION = 1;
   const SVG_NS = 'http://www.w3.org/2000/svg';
-  const LEVELS = ['low', 'mid', 'high', 'other'];
 
-  const state = { snapshot: null, key: null, error: null, skewMs: 0 };
+  const RANGES = ['1h', '24h', '7d', '30d'];
+
+  const state = { snapshot: null, key: null, error: null, skewMs: 0, range: rangeFromHash(), noRanges: false, retryNow: false, timer: null, generation: 0 };
+
+  // The range comes from the URL (#range=24h), so a link or a wall screen shows the same view.
+  function rangeFromHash() {
+    const match = /(?:^#|&)range=([0-9a-z]+)/.exec(window.location.hash || '');
+    return match && RANGES.includes(match[1]) ? match[1] : '1h';
+  }
+
+  // The 1h range is snapshot.json itself; the others have their own (smaller, less often rewritten) file.
+  const snapshotFile = () => (state.range === '1h' || state.noRanges ? SNAPSHOT_URL : `snapshot-${state.range}.json`);
 
   // -- formatting ---------------------------------------------------------------------------------
   const intFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
@@ -84,7 +94,11 @@
   }
 
   function showEmpty(id, message) {
-    const node = byId(id);
+    showEmptyById(id, message);
+  }
+
+  function showEmptyById(id, message) {
+    const node = document.getElementById(id);
     node.hidden = !message;
     setText(node, message || '');
   }
@@ -118,8 +132,15 @@
   async function poll() {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
+    const generation = state.generation;
     try {
-      const response = await fetch(`${SNAPSHOT_URL}?t=${Date.now()}`, { cache: 'no-store', signal: controller.signal });
+      const file = snapshotFile();
+      const response = await fetch(`${file}?t=${Date.now()}`, { cache: 'no-store', signal: controller.signal });
+      if (response.status === 404 && file !== SNAPSHOT_URL) {
+        state.noRanges = true; // an older publisher writes snapshot.json only: read that at once
+        state.retryNow = true;
+        return;
+      }
       if (!response.ok) {
         let detail = `HTTP ${response.status}`;
         try {
@@ -138,18 +159,44 @@
       if (!snap || snap.version !== SNAPSHOT_VERSION) {
         throw new Error(`snapshot version ${snap && snap.version} is not the version ${SNAPSHOT_VERSION} this page reads`);
       }
+      if (generation !== state.generation) return; // the range changed while this one was on its way
       state.error = null;
-      if (snap.generatedAt !== state.key) {
+      const key = `${snap.generatedAt} ${snap.range ? snap.range.id : ''}`;
+      if (key !== state.key) {
         state.snapshot = snap;
-        state.key = snap.generatedAt;
+        state.key = key;
         render(snap);
       }
     } catch (err) {
-      state.error = err && err.name === 'AbortError' ? 'no answer within 5 s' : String((err && err.message) || err);
+      if (generation === state.generation) {
+        state.error = err && err.name === 'AbortError' ? 'no answer within 5 s' : String((err && err.message) || err);
+      }
     } finally {
       clearTimeout(timer);
-      updateFreshness();
-      setTimeout(poll, POLL_MS);
+      if (generation === state.generation) {
+        updateFreshness();
+        clearTimeout(state.timer);
+        state.timer = setTimeout(poll, state.retryNow ? 0 : POLL_MS);
+        state.retryNow = false;
+      }
+    }
+  }
+
+  function chooseRange(range, fromHash) {
+    if (!RANGES.includes(range)) return;
+    if (!fromHash) history.replaceState(null, '', range === '1h' ? '#range=1h' : `#range=${range}`);
+    markRange(range);
+    if (range === state.range) return;
+    state.range = range;
+    state.generation += 1;
+    state.key = null;
+    clearTimeout(state.timer);
+    poll();
+  }
+
+  function markRange(range) {
+    for (const button of document.querySelectorAll('#ranges button[data-range]')) {
+      button.setAttribute('aria-pressed', String(button.dataset.range === range));
     }
   }
 
@@ -205,90 +252,14 @@
     setText(byId('stream-name'), snap.stream || '?');
     setText(byId('store-name'), snap.store || 'no store (unreadable)');
     renderProblems(snap.problems || []);
-    renderKpis(snap);
-    renderLegend(snap.levels || []);
-    renderMinutes(snap);
-    renderLevels(snap);
-    renderPages(snap);
-    renderDonations(snap);
-    renderInvalid(snap);
-    renderShards(snap);
+    byId('ranges').hidden = !snap.range; // an older publisher writes snapshot.json only, without ranges
+    renderPanels(snap);
   }
 
   function renderProblems(problems) {
     const box = byId('problems');
     box.hidden = problems.length === 0;
     byId('problem-list').replaceChildren(...problems.map((p) => el('li', `${p.part}: ${p.message}`)));
-  }
-
-  function renderKpis(snap) {
-    const rate = snap.rate || {};
-    const last = rate.lastMinute;
-    if (isNum(rate.eventsPerSecond)) {
-      setText(field('rate'), fmtRate(rate.eventsPerSecond));
-      setText(field('rate-note'), last
-        ? `workers' rate now · last whole minute ${fmtInt(last.total)} events (${fmtRate(last.perSecond)}/s)`
-        : "workers' rate now");
-    } else if (last) {
-      setText(field('rate'), fmtRate(last.perSecond));
-      setText(field('rate-note'), `average of the last whole minute (${utcMinute(last.startMs)}); no worker reports a rate now`);
-    } else {
-      setText(field('rate'), '–');
-      setText(field('rate-note'), 'no rate: no worker reports one and no minute could be read');
-    }
-
-    const today = snap.today || {};
-    setText(field('events-today'), fmtInt(today.events));
-    setText(field('events-today-note'), isNum(today.events) ? 'since 00:00 UTC' : today.note || 'not available');
-
-    const d = snap.donations || {};
-    setText(field('donations-count'), fmtInt(d.count));
-    let amount;
-    if (!isNum(d.count)) amount = d.note || 'not available';
-    else if (!d.amounts || d.amounts.length === 0) amount = d.count ? 'amount unknown' : 'none yet today';
-    else amount = fmtAmounts(d.amounts);
-    setText(field('donations-amount'), amount);
-
-    const u = snap.users || {};
-    setText(field('signups'), fmtInt(u.signups));
-    setText(field('verifications'), isNum(u.verifications) ? `${fmtInt(u.verifications)} verifications` : u.note || 'not available');
-    setText(field('distinct-today'), fmtInt(u.distinctToday));
-    setText(field('distinct-hour'), isNum(u.distinctLastHour)
-      ? `${fmtInt(u.distinctLastHour)} in the last 60 min (estimates)`
-      : isNum(u.distinctToday) ? 'estimate (HyperLogLog)' : u.note || 'not available');
-
-    const inv = snap.invalid || {};
-    setText(field('invalid-hour'), fmtInt(inv.lastHour));
-    let invalidNote;
-    if (!isNum(inv.lastHour)) invalidNote = inv.note || 'not available';
-    else {
-      invalidNote = isNum(inv.perSecond) ? `${fmtRate(inv.perSecond)}/s over the last minute` : 'rate not known yet';
-      if (inv.observedSinceMs && snap.generatedAtMs - inv.observedSinceMs < 3600000) {
-        invalidNote += ` · counted since ${utcMinute(inv.observedSinceMs)} UTC`;
-      }
-    }
-    setText(field('invalid-note'), invalidNote);
-  }
-
-  function levelInfo(snap) {
-    const info = {};
-    for (const level of snap.levels || []) info[level.id] = level;
-    return info;
-  }
-
-  function renderLegend(levels) {
-    const items = levels.map((level) => {
-      const li = el('li');
-      li.appendChild(el('span', null, `swatch ${level.id}`));
-      li.appendChild(el('span', level.label));
-      li.appendChild(el('span', level.types.length ? `(${level.types.join(', ')})` : `(${level.description})`, 'types'));
-      return li;
-    });
-    const partial = el('li');
-    partial.appendChild(el('span', null, 'swatch partial'));
-    partial.appendChild(el('span', 'current minute, still filling'));
-    items.push(partial);
-    byId('legend').replaceChildren(...items);
   }
 
   // A vertical bar chart. rows: [{startMs, partial, values: {series: n|null}, total|null, label}]
@@ -363,114 +334,11 @@
     return { top: Math.ceil(max / step) * step, step };
   }
 
-  function renderMinutes(snap) {
-    const section = snap.perMinute || { minutes: [] };
-    const minutes = section.minutes || [];
-    const info = levelInfo(snap);
-    const container = byId('chart-minutes');
-    const total = minutes.reduce((sum, m) => sum + (m.total || 0), 0);
-    if (minutes.length === 0 || total === 0) {
-      container.replaceChildren();
-      showEmpty('empty-minutes', minutes.length === 0
-        ? `No per-minute numbers: ${section.note || 'they could not be read'}.`
-        : 'No events in the last 60 minutes (by event time). Is traffic reaching the stream, and is the worker running? See the shard health below.');
-    } else {
-      showEmpty('empty-minutes', null);
-      const rows = minutes.map((m) => ({
-        startMs: m.startMs,
-        partial: m.partial,
-        total: m.total,
-        values: m,
-        label: `${utcMinute(m.startMs)} UTC${m.partial ? ' (still filling)' : ''}: ${fmtInt(m.total)} events — `
-          + LEVELS.map((id) => `${(info[id] || { label: id }).label} ${fmtInt(m[id])}`).join(', '),
-      }));
-      const busiest = minutes.reduce((a, b) => (b.total > a.total ? b : a));
-      const summary = `Events per minute over the last 60 minutes, stacked by level: ${fmtInt(total)} in all; `
-        + `busiest minute ${utcMinute(busiest.startMs)} UTC with ${fmtInt(busiest.total)}.`;
-      barChart(container, rows, LEVELS, { label: summary });
-    }
-    const table = byId('table-minutes');
-    const head = row([colHead('Minute (UTC)'), ...LEVELS.map((id) => colHead((info[id] || { label: id }).label, 'num')), colHead('Total', 'num')]);
-    table.tHead.replaceChildren(head);
-    fillBody(table, minutes.slice().reverse().map((m) => row([
-      th(utcMinute(m.startMs) + (m.partial ? ' (filling)' : '')),
-      ...LEVELS.map((id) => num(fmtInt(m[id]))),
-      num(fmtInt(m.total)),
-    ])));
-  }
-
-  function renderLevels(snap) {
-    const today = snap.today || {};
-    const table = byId('table-levels');
-    if (!isNum(today.events) || !today.byLevel) {
-      fillBody(table, []);
-      showEmpty('empty-levels', `No numbers for today: ${today.note || 'they could not be read'}.`);
-      return;
-    }
-    if (today.events === 0) {
-      fillBody(table, []);
-      showEmpty('empty-levels', 'No events yet today (UTC).');
-      return;
-    }
-    showEmpty('empty-levels', null);
-    const rows = [];
-    for (const level of snap.levels || []) {
-      const head = th(null);
-      head.appendChild(el('span', null, `swatch ${level.id}`));
-      head.lastChild.setAttribute('aria-hidden', 'true');
-      head.appendChild(document.createTextNode(` ${level.label}`));
-      rows.push(row([head, num(fmtInt(today.byLevel[level.id]))], 'level-row'));
-      for (const t of today.byType.filter((x) => x.level === level.id)) {
-        rows.push(row([th(t.type === '__other__' ? 'other types' : t.type), num(fmtInt(t.count))], 'type-row'));
-      }
-    }
-    fillBody(table, rows);
-  }
-
-  function renderPages(snap) {
-    const pages = snap.topPages || { rows: [] };
-    const table = byId('table-pages');
-    if (!pages.rows.length) {
-      fillBody(table, []);
-      showEmpty('empty-pages', pages.note ? `No page views to show: ${pages.note}.` : 'No page views yet today (UTC).');
-      return;
-    }
-    showEmpty('empty-pages', null);
-    const max = Math.max(...pages.rows.map((p) => p.views), 1);
-    const rows = pages.rows.map((p) => {
-      const name = th(p.path, 'path');
-      const bar = el('span', null, 'bar-cell');
-      bar.style.width = `${Math.max(2, (100 * p.views) / max)}%`;
-      bar.setAttribute('aria-hidden', 'true');
-      name.appendChild(bar);
-      return row([name, num(fmtInt(p.views))]);
-    });
-    if (pages.otherViews > 0) rows.push(row([th('all other pages'), num(fmtInt(pages.otherViews))]));
-    fillBody(table, rows);
-  }
-
   // One line per currency: amounts in different currencies are never added up.
   function amountsCell(amounts) {
     const cell = num(amounts && amounts.length ? null : '–');
     for (const a of amounts || []) cell.appendChild(el('span', fmtMoney(a.amount, a.currency), 'amount'));
     return cell;
-  }
-
-  function renderDonations(snap) {
-    const d = snap.donations || { byCharity: [] };
-    const table = byId('table-donations');
-    if (!d.byCharity || !d.byCharity.length) {
-      fillBody(table, []);
-      showEmpty('empty-donations', !isNum(d.count) ? `No donation numbers: ${d.note || 'they could not be read'}.` : 'No donations yet today (UTC).');
-    } else {
-      showEmpty('empty-donations', null);
-      fillBody(table, d.byCharity.map((c) => row([
-        th(c.charity === '__other__' ? 'other charities' : c.charity),
-        num(fmtInt(c.count)),
-        amountsCell(c.amounts),
-      ])));
-    }
-    setText(byId('donations-largest'), d.largest && d.largest.length ? `Largest donation today: ${fmtAmounts(d.largest)}` : '');
   }
 
   function renderInvalid(snap) {
@@ -560,7 +428,438 @@
     }));
   }
 
+  // -- panels from the config ---------------------------------------------------------------------
+  const PALETTE = 6;
+
+  function fmtValue(v, agg) {
+    if (!isNum(v)) return '–';
+    if (agg === 'sum' || agg === 'min' || agg === 'max') {
+      return Number.isInteger(v) ? intFormat.format(v) : plainMoney.format(v);
+    }
+    return intFormat.format(Math.round(v));
+  }
+
+  const withUnit = (text, unit) => (unit && text !== '–' ? `${text} ${unit}` : text);
+
+  function stateText(p) {
+    if (p.state !== 'warning' && p.state !== 'critical' || !p.thresholds) return null;
+    const line = p.state === 'critical' ? p.thresholds.critical : p.thresholds.warn;
+    const side = p.thresholds.direction === 'below' ? 'at or below' : 'at or above';
+    const word = p.state === 'critical' ? 'Critical' : 'Warning';
+    return `${word}: ${fmtValue(p.value, p.agg || 'sum')} is ${side} ${fmtValue(line, 'sum')}`;
+  }
+
+  function panelShell(p, tag, className) {
+    const node = el(tag, null, className);
+    node.id = `panel-${p.id}`;
+    node.dataset.panel = p.id;
+    node.dataset.kind = p.kind;
+    node.dataset.state = p.state || 'none';
+    const heading = el('h2', p.title);
+    heading.id = `h-${p.id}`;
+    node.setAttribute('aria-labelledby', heading.id);
+    node.appendChild(heading);
+    const warning = stateText(p);
+    if (warning) {
+      const line = el('p', warning, 'state-text');
+      line.dataset.field = `${p.id}-state`;
+      node.appendChild(line);
+    }
+    return node;
+  }
+
+  // Stats and the pipeline's own numbers (health view "rate", dlq view "stat") are cards in a row.
+  const isCard = (p) => p.kind === 'stat' || (p.kind === 'health' && p.view === 'rate') || (p.kind === 'dlq' && p.view === 'stat');
+
+  function renderPanels(snap) {
+    const range = snap.range ? snap.range.id : state.range;
+    markRange(range);
+    const root = byId('panels');
+    const nodes = [];
+    let kpis = null;
+    for (const p of snap.panels || []) {
+      if (isCard(p)) {
+        if (!kpis) {
+          kpis = el('section', null, 'kpis');
+          kpis.setAttribute('aria-label', 'Key numbers');
+          nodes.push(kpis);
+        }
+        kpis.appendChild(p.kind === 'stat' ? statPanel(p, snap) : p.kind === 'health' ? rateCard(p, snap) : invalidCard(p, snap));
+      } else {
+        kpis = null;
+        const maker = { timeseries: seriesPanel, top: tablePanel, breakdown: tablePanel, health: healthPanel, dlq: dlqPanel }[p.kind];
+        if (maker) nodes.push(maker(p, snap));
+      }
+    }
+    root.replaceChildren(...nodes);
+    // The health table and the DLQ chart fill their panel's markup (at most one of each on a page).
+    for (const p of snap.panels || []) {
+      if (p.kind === 'health' && p.view !== 'rate') renderShards(snap);
+      if (p.kind === 'dlq' && p.view !== 'stat') renderInvalid(snap);
+    }
+    for (const p of snap.panels || []) {
+      if (p.kind === 'timeseries' && p.points) drawSeries(byId(`chart-${p.id}`), p, snap);
+    }
+  }
+
+  function card(p, valueText) {
+    const node = panelShell(p, 'article', 'kpi');
+    const value = el('p', valueText, 'value');
+    value.dataset.field = p.id;
+    node.insertBefore(value, node.children[1] || null);
+    return node;
+  }
+
+  function cardNote(node, p, text) {
+    const note = el('p', text, 'note');
+    note.dataset.field = `${p.id}-note`;
+    node.appendChild(note);
+  }
+
+  function rateCard(p, snap) {
+    const rate = snap.rate || {};
+    const last = rate.lastMinute;
+    let value;
+    let note;
+    if (isNum(rate.eventsPerSecond)) {
+      value = fmtRate(rate.eventsPerSecond);
+      note = last ? `workers' rate now · last whole minute ${fmtInt(last.total)} events (${fmtRate(last.perSecond)}/s)` : "workers' rate now";
+    } else if (last) {
+      value = fmtRate(last.perSecond);
+      note = `average of the last whole minute (${utcMinute(last.startMs)}); no worker reports a rate now`;
+    } else {
+      value = '–';
+      note = 'no rate: no worker reports one and no minute could be read';
+    }
+    const node = card(p, value);
+    cardNote(node, p, note);
+    return node;
+  }
+
+  function invalidCard(p, snap) {
+    const inv = snap.invalid || {};
+    let note;
+    if (!isNum(inv.lastHour)) note = inv.note || 'not available';
+    else {
+      note = isNum(inv.perSecond) ? `${fmtRate(inv.perSecond)}/s over the last minute` : 'rate not known yet';
+      if (inv.observedSinceMs && snap.generatedAtMs - inv.observedSinceMs < 3600000) {
+        note += ` · counted since ${utcMinute(inv.observedSinceMs)} UTC`;
+      }
+    }
+    const node = card(p, fmtInt(inv.lastHour));
+    cardNote(node, p, note);
+    return node;
+  }
+
+  // A detail's text: {value} filled in (amounts per currency, never added up), or why there is none.
+  function detailText(d) {
+    if (!d) return '';
+    if (d.note) return d.note;
+    if (d.amounts) return d.amounts.length ? d.text.replace('{value}', fmtAmounts(d.amounts)) : (d.empty || '');
+    if (!isNum(d.value)) return '';
+    if (d.value === 0 && d.empty) return d.empty;
+    return d.text.replace('{value}', fmtValue(d.value, d.agg));
+  }
+
+  function statPanel(p, snap) {
+    const card = panelShell(p, 'article', 'kpi');
+    const value = el('p', null, 'value');
+    value.dataset.field = p.id;
+    if (p.amounts) {
+      value.classList.add('amounts');
+      setText(value, p.amounts.length ? fmtAmounts(p.amounts) : '–');
+    } else {
+      setText(value, fmtValue(p.value, p.agg));
+      if (p.unit && isNum(p.value)) value.appendChild(el('span', ` ${p.unit}`, 'unit'));
+    }
+    card.insertBefore(value, card.children[1] || null);
+    let note = p.note || detailText(p.detail);
+    if (!note && p.amounts && !p.amounts.length) note = 'none in this range';
+    if (!note) note = p.period === 'today' ? 'since 00:00 UTC' : (snap.range ? snap.range.label : '');
+    const noteNode = el('p', note, 'note');
+    noteNode.dataset.field = `${p.id}-note`;
+    card.appendChild(noteNode);
+    if (p.compare) card.appendChild(compareLine(p));
+    if (p.spark && p.spark.some(isNum)) card.appendChild(sparkline(p, snap));
+    return card;
+  }
+
+  function compareLine(p) {
+    const c = p.compare;
+    const line = el('p', null, 'compare');
+    line.dataset.field = `${p.id}-compare`;
+    if (isNum(c.change)) {
+      const pct = Math.abs(c.change * 100);
+      const arrow = c.change > 0 ? '▲' : c.change < 0 ? '▼' : '=';
+      const word = c.change > 0 ? 'up' : c.change < 0 ? 'down' : 'same';
+      const strong = el('span', `${arrow} ${rateFormat.format(pct)} %`, c.change > 0 ? 'up' : 'down');
+      strong.setAttribute('aria-label', `${word} ${rateFormat.format(pct)} percent`);
+      line.appendChild(strong);
+      line.appendChild(document.createTextNode(` ${c.label} (${withUnit(fmtValue(c.value, p.agg), p.unit)})`));
+    } else if (c.amounts) {
+      line.textContent = `${c.label}: ${c.amounts.length ? fmtAmounts(c.amounts) : 'none'}`;
+    } else if (isNum(c.value)) {
+      line.textContent = `${c.label}: ${withUnit(fmtValue(c.value, p.agg), p.unit)}`;
+    } else {
+      line.textContent = `${c.label}: ${c.note || 'no data then'}`;
+    }
+    return line;
+  }
+
+  function sparkline(p, snap) {
+    const values = p.spark.map((v) => (isNum(v) ? v : 0));
+    const max = Math.max(1e-9, ...values);
+    const w = 200;
+    const h = 32;
+    const step = values.length > 1 ? w / (values.length - 1) : w;
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 4)).toFixed(1)}`);
+    const first = values[0];
+    const last = values[values.length - 1];
+    const label = `Trend of ${p.title} over the ${snap.range ? snap.range.label : 'range'}: `
+      + `${fmtValue(first, p.agg)} at the start, ${fmtValue(last, p.agg)} now, highest ${fmtValue(Math.max(...values), p.agg)}.`;
+    const root = svg('svg', { class: 'spark', viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': label });
+    svg('polyline', { points: points.join(' ') }, root);
+    return root;
+  }
+
+  function seriesClass(index, id) {
+    return id === 'other' && index > 0 ? 'other' : `s${index % PALETTE}`;
+  }
+
+  function seriesPanel(p, snap) {
+    const section = panelShell(p, 'section', 'panel wide');
+    const head = el('div', null, 'panel-head');
+    head.appendChild(section.firstChild); // the heading, with its legend beside it
+    const legend = el('ul', null, 'legend');
+    legend.id = `legend-${p.id}`;
+    legend.setAttribute('aria-label', `Legend: ${p.byLabel || p.title}`);
+    const series = p.series || [];
+    series.forEach((s, i) => {
+      const li = el('li');
+      const swatch = el('span', null, `swatch ${seriesClass(i, s.id)}`);
+      swatch.setAttribute('aria-hidden', 'true');
+      li.appendChild(swatch);
+      li.appendChild(el('span', s.label));
+      if (s.types) li.appendChild(el('span', s.types.length ? `(${s.types.join(', ')})` : `(${s.description || 'the rest'})`, 'types'));
+      legend.appendChild(li);
+    });
+    const points = p.points || [];
+    const word = windowWord(p.resolution);
+    if (p.style !== 'lines' && points.some((pt) => pt.partial)) {
+      const li = el('li');
+      li.appendChild(el('span', null, 'swatch partial'));
+      li.appendChild(el('span', `current ${word}, still filling`));
+      legend.appendChild(li);
+    }
+    head.appendChild(legend);
+    section.insertBefore(head, section.firstChild);
+    const chart = el('div', null, 'chart');
+    chart.id = `chart-${p.id}`;
+    section.appendChild(chart);
+    const total = points.reduce((sum, pt) => sum + (isNum(pt.total) ? pt.total : 0), 0);
+    if (!p.points || total === 0) {
+      const empty = el('p', p.points ? (p.emptyText || `Nothing in the ${snap.range ? snap.range.label : 'range'}.`)
+        : `No numbers: ${p.note || 'they could not be read'}.`, 'empty');
+      empty.id = `empty-${p.id}`;
+      section.appendChild(empty);
+    }
+    // The same numbers as a table, for screen readers and for copying.
+    const details = el('details', null, 'data-table');
+    details.appendChild(el('summary', 'Show these numbers as a table'));
+    const scroll = el('div', null, 'table-scroll');
+    const table = el('table');
+    table.id = `table-${p.id}`;
+    table.appendChild(el('caption', `${p.title}${p.byLabel ? ` by ${p.byLabel}` : ''}`));
+    const thead = el('thead');
+    thead.appendChild(row([colHead(`${word[0].toUpperCase()}${word.slice(1)} (UTC)`), ...series.map((s) => colHead(s.label, 'num')), colHead('Total', 'num')]));
+    table.appendChild(thead);
+    table.appendChild(el('tbody'));
+    fillBody(table, points.slice().reverse().map((pt) => row([
+      th(timeLabel(pt.startMs, p.resolution) + (pt.partial ? ' (filling)' : '')),
+      ...series.map((s) => num(fmtValue(pt.values[s.id] || 0, p.agg))),
+      num(fmtValue(pt.total, p.agg)),
+    ])));
+    scroll.appendChild(table);
+    details.appendChild(scroll);
+    section.appendChild(details);
+    if (!p.points || total === 0) p.points = null;
+    return section;
+  }
+
+  const windowWord = (resolution) => ({ '1m': 'minute', '1h': 'hour', '1d': 'day' }[resolution] || 'window');
+
+  function timeLabel(ms, resolution) {
+    const iso = new Date(ms).toISOString();
+    if (resolution === '1d') return iso.slice(5, 10);
+    if (resolution === '1h') return `${iso.slice(5, 10)} ${iso.slice(11, 13)}h`;
+    return iso.slice(11, 16);
+  }
+
+  function drawSeries(container, p, snap) {
+    const width = Math.max(280, Math.floor(container.clientWidth || 640));
+    const height = width < 500 ? 180 : 220;
+    const ids = p.series.map((s) => s.id);
+    const stacked = p.style !== 'lines';
+    const tops = p.points.map((pt) => (stacked ? (isNum(pt.total) ? pt.total : 0)
+      : Math.max(0, ...ids.map((id) => (isNum(pt.values[id]) ? pt.values[id] : 0)))));
+    const { top, step } = yScale(Math.max(0, ...tops));
+    const ticks = [];
+    for (let v = 0; v <= top + 1e-9; v += step) ticks.push(v);
+    const left = 10 + 7.5 * Math.max(...ticks.map((v) => fmtInt(v).length));
+    const right = 6;
+    const plotTop = 8;
+    const bottom = 24;
+    const plotH = height - plotTop - bottom;
+    const slot = (width - left - right) / Math.max(1, p.points.length);
+    const y = (v) => plotTop + plotH - (v / top) * plotH;
+    const busiest = p.points.reduce((a, b) => ((b.total || 0) > (a.total || 0) ? b : a));
+    const label = `${p.title}, ${stacked ? 'stacked' : 'lines'} by ${p.byLabel || ids.join(', ')}: `
+      + `${fmtValue(p.points.reduce((sum, pt) => sum + (pt.total || 0), 0), p.agg)} in all; busiest ${windowWord(p.resolution)} `
+      + `${timeLabel(busiest.startMs, p.resolution)} UTC with ${fmtValue(busiest.total, p.agg)}.`;
+    const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': label });
+    for (const v of ticks) {
+      svg('line', { class: 'gridline', x1: left, x2: width - right, y1: y(v), y2: y(v) }, root);
+      svg('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, root).textContent = fmtInt(v);
+    }
+    svg('line', { class: 'axis', x1: left, x2: width - right, y1: y(0), y2: y(0) }, root);
+    const every = Math.max(1, Math.ceil(70 / slot));
+    p.points.forEach((pt, i) => {
+      const x = left + i * slot;
+      const g = svg('g', { class: `window ${windowWord(p.resolution)}${pt.partial ? ' partial' : ''}` }, root);
+      svg('title', {}, g).textContent = `${timeLabel(pt.startMs, p.resolution)} UTC${pt.partial ? ' (still filling)' : ''}: `
+        + p.series.map((s) => `${s.label} ${fmtValue(pt.values[s.id], p.agg)}`).join(', ');
+      svg('rect', { class: 'hover', x, y: plotTop, width: slot, height: plotH }, g);
+      if (stacked) {
+        const barW = Math.max(1, slot * 0.8);
+        let base = 0;
+        ids.forEach((id, k) => {
+          const v = pt.values[id] || 0;
+          if (v <= 0) return;
+          const y0 = y(base + v);
+          svg('rect', { class: `bar-${seriesClass(k, id)}`, x: x + (slot - barW) / 2, y: y0, width: barW, height: Math.max(0.5, y(base) - y0) }, g);
+          base += v;
+        });
+      }
+      if ((p.points.length - 1 - i) % every === 0) {
+        const last = i === p.points.length - 1;
+        const t = svg('text', { x: last ? x + slot : x + slot / 2, y: height - 6, 'text-anchor': last ? 'end' : 'middle' }, root);
+        t.textContent = last && pt.partial ? 'now' : timeLabel(pt.startMs, p.resolution);
+      }
+    });
+    if (!stacked) {
+      ids.forEach((id, k) => {
+        const pts = p.points.map((pt, i) => `${(left + i * slot + slot / 2).toFixed(1)},${y(pt.values[id] || 0).toFixed(1)}`);
+        svg('polyline', { class: `line-${seriesClass(k, id)}`, points: pts.join(' ') }, root);
+      });
+    }
+    container.replaceChildren(root);
+  }
+
+  function tablePanel(p, snap) {
+    const section = panelShell(p, 'section', 'panel');
+    const rows = p.rows || [];
+    const share = p.kind === 'breakdown' && p.additive && !p.bands;
+    if (share && rows.length) {
+      const bar = el('div', null, 'share-bar');
+      bar.setAttribute('aria-hidden', 'true');
+      rows.forEach((r, i) => {
+        const part = el('span', null, `swatch s${i % PALETTE}`);
+        part.style.width = `${Math.max(0, (r.share || 0) * 100)}%`;
+        bar.appendChild(part);
+      });
+      section.appendChild(bar);
+    }
+    const table = el('table', null, 'numbers');
+    table.id = `table-${p.id}`;
+    const caption = el('caption', `${p.title}: ${p.byLabel || p.dimension || 'group'}, ${p.valueLabel || 'value'}${p.join ? `, ${p.join.label}` : ''}`, 'visually-hidden');
+    table.appendChild(caption);
+    const head = el('thead');
+    const cols = [colHead(p.byLabel || p.dimension || 'group'), colHead(p.valueLabel || 'value', 'num')];
+    if (p.join) cols.push(colHead(p.join.label, 'num'));
+    if (share) cols.push(colHead('share', 'num'));
+    head.appendChild(row(cols));
+    table.appendChild(head);
+    table.appendChild(el('tbody'));
+    const max = Math.max(1e-9, ...rows.map((r) => (isNum(r.value) ? r.value : 0)));
+    const money = p.currency && p.currency === p.dimension;
+    const label = (name) => (name === p.otherName ? (p.otherLabel || 'all other') : name);
+    const body = [];
+    if (p.bands) { // a row per band, its groups under it
+      const total = rows.reduce((sum, r) => sum + (isNum(r.value) ? r.value : 0), 0);
+      if (total > 0) {
+        rows.forEach((r, i) => {
+          const name = th(null);
+          const sw = el('span', null, `swatch ${seriesClass(i, r.band)}`);
+          sw.setAttribute('aria-hidden', 'true');
+          name.append(sw, document.createTextNode(` ${r.name}`));
+          body.push(row([name, num(fmtValue(r.value, p.agg))], 'level-row'));
+          for (const c of r.children || []) body.push(row([th(c.name), num(fmtValue(c.value, p.agg))], 'type-row'));
+        });
+      }
+    } else {
+      rows.forEach((r, i) => {
+        const name = th(label(r.name), 'path');
+        if (p.kind === 'breakdown') {
+          const sw = el('span', null, `swatch s${i % PALETTE}`);
+          sw.setAttribute('aria-hidden', 'true');
+          name.prepend(sw, document.createTextNode(' '));
+        } else {
+          const bar = el('span', null, 'bar-cell');
+          bar.style.width = `${Math.max(2, (100 * (r.value || 0)) / max)}%`;
+          bar.setAttribute('aria-hidden', 'true');
+          name.appendChild(bar);
+        }
+        const cells = [name, num(money ? fmtMoney(r.value, r.name) : fmtValue(r.value, p.agg))];
+        if (p.join) cells.push(joinCell(p.join, r.name));
+        if (share) cells.push(num(isNum(r.share) ? `${rateFormat.format(r.share * 100)} %` : '–'));
+        body.push(row(cells));
+      });
+      if (isNum(p.other) && p.other > 0) {
+        const cells = [th(p.otherLabel || 'all other'), num(fmtValue(p.other, p.agg))];
+        if (p.join) cells.push(joinCell(p.join, p.otherName));
+        if (share) cells.push(num(isNum(p.value) && p.value ? `${rateFormat.format((100 * p.other) / p.value)} %` : '–'));
+        body.push(row(cells));
+      }
+    }
+    fillBody(table, body);
+    section.appendChild(table);
+    if (!body.length) {
+      const empty = el('p', p.note ? `No numbers: ${p.note}.` : (p.emptyText || `Nothing in the ${snap.range ? snap.range.label : 'range'}.`), 'empty');
+      empty.id = `empty-${p.id}`;
+      section.appendChild(empty);
+    }
+    if (p.detail) {
+      const note = el('p', detailText(p.detail), 'note');
+      note.id = `${p.id}-detail`;
+      note.dataset.field = `${p.id}-detail`;
+      section.appendChild(note);
+    }
+    return section;
+  }
+
+  // The joined metric of a row: one line per currency (amounts in different currencies are never added up).
+  function joinCell(join, name) {
+    const values = (join.values || {})[name];
+    if (!join.currency) return num(values && values.length ? fmtValue(values[0].amount, 'sum') : '–');
+    return amountsCell(values);
+  }
+
+  // The health table and the DLQ chart: their markup is a <template> in index.html (fixed ids: one of each).
+  function fromTemplate(p, id) {
+    const section = panelShell(p, 'section', 'panel wide');
+    section.appendChild(document.getElementById(id).content.cloneNode(true));
+    return section;
+  }
+
+  const healthPanel = (p) => fromTemplate(p, 'tpl-health');
+  const dlqPanel = (p) => fromTemplate(p, 'tpl-dlq');
+
   // -- start --------------------------------------------------------------------------------------
+  for (const button of document.querySelectorAll('#ranges button[data-range]')) {
+    button.addEventListener('click', () => chooseRange(button.dataset.range, false));
+  }
+  window.addEventListener('hashchange', () => chooseRange(rangeFromHash(), true));
+  markRange(state.range);
   let resizeTimer = null;
   window.addEventListener('resize', () => {
     clearTimeout(resizeTimer);

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from streamkpi.cli import dashboard, dlq, local, query, replay, worker
+from streamkpi.cli import dashboard, dlq, health, local, query, replay, worker
 
 app = typer.Typer(
     name="streamkpi",
@@ -24,6 +24,7 @@ app.command("settings")(worker.settings_command)
 app.command("generate")(local.generate)
 app.command("demo")(local.demo)
 app.command("consume")(worker.consume)
+app.command("health")(health.health)
 app.command("query")(query.query)
 app.command("rebuild-cache")(query.rebuild_cache)
 app.command("reset")(query.reset)

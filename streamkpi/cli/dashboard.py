@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,6 +53,17 @@ def _seconds(text: str, option: str, allow_zero: bool = False) -> float:
     return value
 
 
+def _publisher(settings: Any, targets: Any, store: str, dlq_every_s: float, dlq_sample: int) -> Any:
+    """build_publisher; a config mistake (an unknown metric in a panel, a wrong kind) stops the start (exit 2)."""
+    from streamkpi.app import build_publisher
+    from streamkpi.errors import ConfigError
+
+    try:
+        return build_publisher(settings, targets, store, dlq_every_s, dlq_sample)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 @dashboard_app.command("publish")
 def publish(
     to: Annotated[
@@ -74,7 +85,7 @@ def publish(
 
     from dashboard.errors import PublishError
     from dashboard.publisher import parse_target
-    from streamkpi.app import Services, build_publisher
+    from streamkpi.app import Services
 
     every_s = _seconds(every, "--every")
     dlq_every_s = _seconds(dlq_every, "--dlq-every", allow_zero=True)
@@ -83,7 +94,7 @@ def publish(
         targets = [parse_target(t, lambda: Services(settings).client("s3")) for t in to]
     except PublishError as exc:
         fail(str(exc))
-    publisher = build_publisher(settings, targets, store.value, dlq_every_s, dlq_sample)
+    publisher = _publisher(settings, targets, store.value, dlq_every_s, dlq_sample)
     where = ", ".join(t.description for t in targets)
     try:
         if static:
@@ -91,8 +102,10 @@ def publish(
         if once:
             snapshot = publisher.publish_once()
             problems = "; ".join(p["message"] for p in snapshot["problems"])
+            ranges = " and the range files snapshot-{1h,24h,7d,30d}.json" if publisher.source.panels else ""
             typer.echo(
-                f"published {where} ({snapshot['generatedAt']})" + (f"; problems: {problems}" if problems else "")
+                f"published {where}{ranges} ({snapshot['generatedAt']})"
+                + (f"; problems: {problems}" if problems else "")
             )
             return
     except PublishError as exc:
@@ -117,13 +130,12 @@ def serve(
     from dashboard.errors import ServeError
     from dashboard.server import SnapshotHolder
     from dashboard.server import serve as run_server
-    from streamkpi.app import build_publisher
 
     every_s = _seconds(every, "--every")
     dlq_every_s = _seconds(dlq_every, "--dlq-every", allow_zero=True)
     settings = load_settings()
     holder = SnapshotHolder()
-    publisher = build_publisher(settings, [holder], store.value, dlq_every_s, dlq_sample)
+    publisher = _publisher(settings, [holder], store.value, dlq_every_s, dlq_sample)
     try:
         code = run_server(publisher, holder, port, every_s, lambda line: typer.echo(line))
     except ServeError as exc:

@@ -1,11 +1,19 @@
 """A known snapshot for the page tests: readings with round, recognisable numbers, shaped by the real
-`build_snapshot`, so the page is tested against exactly what the publisher writes."""
+`build_snapshot` and the default config's panels (`dashboard.ranges`), so the page is tested against
+exactly what the publisher writes for the last 60 minutes (`snapshot.json`)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
+from aggregations import hll
+from aggregations.metrics import AGGREGATORS
+from aggregations.partials import StoredPartial
 from aggregations.query import iso
+from dashboard.panels import Panel, parse_panels
+from dashboard.ranges import RANGES, RangeReadings, build_panels, range_document
 from dashboard.snapshot import (
     DAY_MS,
     MINUTE_MS,
@@ -15,6 +23,7 @@ from dashboard.snapshot import (
     Readings,
     build_snapshot,
 )
+from streamkpi.config import load_config
 
 XSS_PATH = "/search?q=<img src=x onerror=\"document.title='pwned'\">"
 TYPES_PER_MINUTE = {
@@ -135,8 +144,84 @@ def known_readings(now_ms: int, scale: int = 1, problems: tuple[Problem, ...] = 
     )
 
 
+DISTINCT_LAST_HOUR = 999
+DISTINCT_TODAY = 4_321
+
+
+@cache
+def default_panels() -> tuple[tuple[Panel, ...], dict[str, tuple[str, ...]]]:
+    config = load_config(None)
+    dims = {m.name: tuple(m.by) for m in config.metrics}
+    return parse_panels(config.dashboard, dims, config.source), dims
+
+
+@cache
+def distinct(n: int, salt: str = "") -> bytearray:
+    registers = hll.new()
+    for i in range(n):
+        hll.add(registers, f"user-{salt}{i}")
+    return registers
+
+
+def estimate(n: int, salt: str = "") -> int:
+    """What the page shows for `n` distinct users: the HyperLogLog estimate (about 1.6 % error)."""
+    return hll.estimate(distinct(n, salt))
+
+
+def _encode(agg: str, value: Any) -> Any:
+    if agg == "distinct":
+        return hll.encode(value)
+    if agg == "count":
+        return int(value)
+    return AGGREGATORS[agg].encode(Decimal(str(value)))
+
+
+def _partial(resolution: str, start: int, metrics: dict[str, tuple[str, dict[str, Any]]]) -> StoredPartial:
+    body = {
+        name: {"agg": agg, "groups": {g: _encode(agg, v) for g, v in groups.items()}}
+        for name, (agg, groups) in metrics.items()
+    }
+    return StoredPartial(resolution, start, "shardId-000000000000", "1", body)
+
+
+def stored_windows(
+    readings: Readings, distinct_today: bytearray | None, distinct_hour: bytearray | None
+) -> RangeReadings:
+    """The same numbers as stored window partials (what the publisher reads for the panels)."""
+    now = readings.now_ms
+    aggs = {"events": "count", "page_views": "count", "donations": "count", "donation_amount": "sum"}
+    aggs |= {"largest_donation": "max", "signups": "count", "distinct_users": "distinct"}
+    minutes: dict[int, list[StoredPartial]] = {}
+    for i, window in enumerate(readings.minutes["windows"] if readings.minutes else []):
+        metrics: dict[str, tuple[str, dict[str, Any]]] = {"events": ("count", dict(window["groups"]))}
+        if distinct_hour is not None and i == len(readings.minutes["windows"]) - 1:  # type: ignore[index]
+            metrics["distinct_users"] = ("distinct", {"all": distinct_hour})
+        minutes[window["start_ms"]] = [_partial("1m", window["start_ms"], metrics)]
+    today_start = now - now % DAY_MS
+    day: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, result in readings.today.items():
+        groups = dict(result["windows"][0]["groups"]) if result["windows"] else {}
+        if name == "distinct_users":
+            groups = {"all": distinct_today} if distinct_today is not None else {}
+        day[name] = (aggs[name], groups)
+    today = {today_start: [_partial("1d", today_start, day)]}
+    _, dims = default_panels()
+    return RangeReadings(RANGES[0], now, {**dims, **readings.dims}, minutes, {}, today, today_start)
+
+
+def page_snapshot(
+    readings: Readings, distinct_today: bytearray | None, distinct_hour: bytearray | None
+) -> dict[str, Any]:
+    snapshot = build_snapshot(readings)
+    panels, _ = default_panels()
+    shaped = build_panels(panels, stored_windows(readings, distinct_today, distinct_hour), snapshot)
+    return range_document(RANGES[0], snapshot, shaped)
+
+
 def known_snapshot(now_ms: int, scale: int = 1, problems: tuple[Problem, ...] = ()) -> dict[str, Any]:
-    return build_snapshot(known_readings(now_ms, scale, problems))
+    return page_snapshot(
+        known_readings(now_ms, scale, problems), distinct(DISTINCT_TODAY * scale), distinct(DISTINCT_LAST_HOUR, "h")
+    )
 
 
 def empty_snapshot(now_ms: int) -> dict[str, Any]:
@@ -144,7 +229,7 @@ def empty_snapshot(now_ms: int) -> dict[str, Any]:
     current = now_ms - now_ms % MINUTE_MS
     today = now_ms - now_ms % DAY_MS
     minutes = [_window(current - i * MINUTE_MS, {}, 0) for i in range(59, -1, -1)]
-    return build_snapshot(
+    return page_snapshot(
         Readings(
             now_ms=now_ms,
             stream="streamkpi-events",
@@ -162,5 +247,7 @@ def empty_snapshot(now_ms: int) -> dict[str, Any]:
                 complete=True,
                 sample_every_seconds=60,
             ),
-        )
+        ),
+        None,
+        None,
     )

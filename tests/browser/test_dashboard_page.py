@@ -12,7 +12,14 @@ from selenium.webdriver.common.by import By
 
 from dashboard.snapshot import Problem
 from tests.browser.conftest import Site, now_ms, wait_until
-from tests.browser.fixtures import XSS_PATH, empty_snapshot, known_snapshot
+from tests.browser.fixtures import (
+    DISTINCT_LAST_HOUR,
+    DISTINCT_TODAY,
+    XSS_PATH,
+    empty_snapshot,
+    estimate,
+    known_snapshot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -52,12 +59,13 @@ def test_the_page_shows_the_numbers_of_a_known_snapshot(browser: Any, site: Site
     assert field(browser, "events-today") == "1,234,567"
     assert field(browser, "events-today-note") == "since 00:00 UTC"
     assert field(browser, "donations-count") == "165"
-    assert field(browser, "donations-amount") == "£13,345.50 · $100.00"
-    assert field(browser, "signups") == "87" and field(browser, "verifications") == "52 verifications"
-    assert field(browser, "distinct-today") == "4,321"
-    assert field(browser, "distinct-hour") == "999 in the last 60 min (estimates)"
+    assert field(browser, "donations-count-note") == "£13,345.50 · $100.00"
+    assert field(browser, "signups") == "87" and field(browser, "signups-note") == "52 verifications"
+    assert field(browser, "distinct-today") == f"{estimate(DISTINCT_TODAY):,}"  # HyperLogLog: 4,321 users
+    hour = estimate(DISTINCT_LAST_HOUR, "h")
+    assert field(browser, "distinct-today-note") == f"{hour:,} in the last 60 minutes (estimates)"
     assert field(browser, "invalid-hour") == "55"  # 10 + 9 + ... + 1 in the observed minutes
-    assert field(browser, "invalid-note").startswith("0.1/s over the last minute · counted since")
+    assert field(browser, "invalid-hour-note").startswith("0.1/s over the last minute · counted since")
 
     pages = rows(browser, "table-pages")
     assert pages[0] == ["/fundraising/ice-bucket-challenge-2014", "3,456"]
@@ -67,7 +75,7 @@ def test_the_page_shows_the_numbers_of_a_known_snapshot(browser: Any, site: Site
     assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
 
     assert rows(browser, "table-donations") == [["2357", "120", "£12,345.50\n$100.00"], ["11854", "45", "£1,000.00"]]
-    assert text(browser, "#donations-largest") == "Largest donation today: £250.00 · $100.00"
+    assert text(browser, "#donations-detail") == "Largest donation today: £250.00 · $100.00"
     levels = rows(browser, "table-levels")
     assert levels[0] == ["Low level", "1,000,000"] and ["mouse.move", "500,000"] in levels
     assert ["Other", "14,263"] in levels and ["custom.thing", "14,263"] in levels
@@ -86,7 +94,7 @@ def test_the_page_shows_the_numbers_of_a_known_snapshot(browser: Any, site: Site
     assert "stacked by level" in chart.get_attribute("aria-label")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-minutes g.minute")) == 60
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-minutes g.minute.partial")) == 1
-    legend = [" ".join(li.text.split()) for li in browser.find_elements(By.CSS_SELECTOR, "#legend li")]
+    legend = [" ".join(li.text.split()) for li in browser.find_elements(By.CSS_SELECTOR, "#legend-minutes li")]
     assert legend[0] == "Low level (mouse.*, click, scroll)" and legend[-1] == "current minute, still filling"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-invalid g.minute rect.unknown")) == 50
 
@@ -168,7 +176,7 @@ def test_empty_panels_say_why_they_are_empty(browser: Any, site: Site) -> None:
     assert text(browser, "#empty-reasons") == "The dead-letter queue is empty."
     assert text(browser, "#empty-shards").startswith("No shard has reported yet. Is the worker running")
     assert text(browser, "#empty-invalid") == "No invalid events in the 60 minutes observed."
-    assert field(browser, "events-today") == "0" and field(browser, "donations-amount") == "none yet today"
+    assert field(browser, "events-today") == "0" and field(browser, "donations-count-note") == "none yet today"
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-minutes svg") == []
 
 

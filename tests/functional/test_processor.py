@@ -136,6 +136,17 @@ def test_shard_end_checkpoints_shard_end_after_flushing() -> None:
     daemon.close()
 
 
+def test_the_last_health_report_of_an_ended_shard_says_it_ended() -> None:
+    rig = Rig(LAZY)
+    daemon = rig.start()
+    daemon.records([record(event(), 7)])
+    assert rig.health.shards.get("shardId-000000000000", {}).get("endedMs") is None
+    daemon.send({"action": "shardEnded"})
+    # Readers (the dashboard, /metrics, alerts) tell a resharded parent from a shard whose worker stopped.
+    assert rig.health.shards["shardId-000000000000"]["endedMs"] is not None
+    daemon.close()
+
+
 def test_throttled_checkpoint_is_retried() -> None:
     rig = Rig()
     daemon = rig.start()

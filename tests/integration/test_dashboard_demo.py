@@ -65,6 +65,12 @@ def test_the_demo_serves_a_live_dashboard_and_ctrl_c_stops_it(tmp_path: Path) ->
         assert snap["problems"] == [] and snap["store"] == "redis"
         assert sum(m["total"] for m in snap["perMinute"]["minutes"]) > 0
         assert time.time() * 1000 - snap["generatedAtMs"] < 10_000
+        # The demo's page is drawn from the default config's panels, with a file per range.
+        assert [p["id"] for p in snap["panels"]][:2] == ["rate", "events-today"] and snap["range"]["id"] == "1h"
+        status, body = get(url.group(1), "/snapshot-24h.json")
+        day = orjson.loads(body)
+        assert status == 200 and day["range"]["id"] == "24h"
+        assert {p["id"]: p for p in day["panels"]}["minutes"]["resolution"] == "1h"
         status, metrics = get(url.group(1), "/metrics")
         assert status == 200 and b"streamkpi_shard_up{" in metrics
     finally:

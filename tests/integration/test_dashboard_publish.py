@@ -382,3 +382,56 @@ def test_publish_refuses_bad_options_clearly(stack: Stack, tmp_path: Path) -> No
         )
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
+
+
+def test_a_panel_mistake_stops_publish_and_serve_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "orders.toml"
+    config.write_text(
+        '[metrics.orders]\nby = ["data.status"]\n\n[[dashboard.panels]]\nkind = "stat"\ntitle = "Revenue"\n'
+        'metric = "revenu"\n'
+    )
+    env = {**os.environ, "STREAMKPI_CONFIG": str(config)}
+    expected = (
+        f"error: {config}: dashboard.panels[0] ('Revenue').metric: 'revenu' is not a configured metric; "
+        "configured: events, orders"
+    )
+    for args in (["publish", "--once", "--to", str(tmp_path / "site")], ["serve", "--port", "0"]):
+        done = subprocess.run([STREAMKPI, "dashboard", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == expected
+    assert not (tmp_path / "site").exists(), "nothing is published with a broken panel"
+    config.write_text(config.read_text().replace('"revenu"', '"orders"').replace('"stat"', '"gauge"'))
+    done = subprocess.run([STREAMKPI, "dashboard", "serve", "--port", "0"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "kind: 'gauge' is not a panel kind; write one of stat, timeseries" in done.stderr
+
+
+def test_range_files_are_written_atomically_too(tmp_path: Path) -> None:
+    from tests.unit.test_snapshot_ranges import orders_publisher
+
+    publisher = orders_publisher(targets=[DirTarget(tmp_path)])
+    publisher.publish_once()
+    path = tmp_path / "snapshot-1h.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    stop = threading.Event()
+    seen: list[str] = []
+    errors: list[Exception] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(orjson.loads(path.read_bytes())["range"]["id"])
+            except Exception as exc:  # a torn read would show up here
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(40):
+            publisher.publish_once()
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors and seen and set(seen) == {"1h"}
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["snapshot.json", "snapshot-1h.json", "snapshot-24h.json", "snapshot-7d.json", "snapshot-30d.json"]
+    )  # no temp file left behind

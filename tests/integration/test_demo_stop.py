@@ -88,7 +88,7 @@ def test_the_demo_stops_every_part_even_when_its_output_pipe_is_gone(tmp_path: P
             time.sleep(0.5)
         if demo.poll() is None:
             demo.send_signal(stop_signal)
-        code = demo.wait(180)
+        code = demo.wait(240)  # at most the grace of each part (10 + 10 + 60 s) and the stack's stop
         # The demo waited for its parts; what they leave behind (orphans) may take a moment to exit.
         left = left_after(state, 10)
     finally:

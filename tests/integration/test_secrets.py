@@ -1,5 +1,5 @@
-"""Secrets are never printed (issue 14): a whole run with an AWS key pair, a session token and a Redis
-password set, and every line any part of it wrote searched for them.
+"""Secrets are never printed (issue 14): a whole run with an AWS key pair, a session token, a Redis
+password and the redaction key (user ids hashed) set, and every line any part of it wrote searched for them.
 
 The run: `streamkpi settings`, `consume --print-properties`, a worker through the real KCL daemon with
 traffic (valid and invalid events: dead letters, the archive), `query` from both stores, `dashboard
@@ -26,6 +26,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from streamkpi.config import default_config_text
 from tests.integration.conftest import STREAMKPI, Stack, Worker, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,7 @@ SECRET_ACCESS_KEY = _token(string.ascii_letters + string.digits, 40)
 SESSION_TOKEN = "IQoJb3JpZ2lu" + _token(string.ascii_letters + string.digits, 60)
 REDIS_PASSWORD = f"s3cr/{_token(string.ascii_letters, 24)}@x"
 WRONG_PASSWORD = f"wrong-{_token(string.ascii_letters, 24)}"
+REDACTION_KEY = _token(string.ascii_letters + string.digits, 48)
 
 
 def spellings(secret: str) -> set[str]:
@@ -118,12 +120,16 @@ def test_no_secret_is_printed_in_a_whole_run(
     redis_url = f"redis://:{quote(REDIS_PASSWORD, safe='')}@127.0.0.1:{password_redis}/0"
     state = tmp_path / "state"
     state.mkdir()
+    config = tmp_path / "streamkpi.toml"
+    config.write_text(default_config_text() + '\n[redaction]\nhash = ["userId"]\n')
     credentials = {
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
         "AWS_SESSION_TOKEN": SESSION_TOKEN,
         "REDIS_URL": redis_url,
         "STREAMKPI_STATE_DIR": str(state),
+        "STREAMKPI_CONFIG": str(config),
+        "STREAMKPI_REDACTION_KEY": REDACTION_KEY,
         "STREAMKPI_LOG_LEVEL": "DEBUG",  # the most a log ever says
     }
     s = stack.fresh(shards=2, **credentials)
@@ -132,6 +138,7 @@ def test_no_secret_is_printed_in_a_whole_run(
 
     settings = json.loads(out.run("settings", env, "settings").stdout)
     assert settings["redis_url"] == f"redis://:***@127.0.0.1:{password_redis}/0"
+    assert settings["redaction_key"] == "***"
     out.run("print-properties", env, "consume", "--print-properties")
 
     truth_file = tmp_path / "truth.json"
@@ -195,6 +202,7 @@ def test_no_secret_is_printed_in_a_whole_run(
             "AWS session token": SESSION_TOKEN,
             "Redis password": REDIS_PASSWORD,
             "wrong Redis password": WRONG_PASSWORD,
+            "redaction key": REDACTION_KEY,
         }
     )
     assert not leaks, leaks

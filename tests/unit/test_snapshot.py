@@ -426,3 +426,36 @@ def test_the_snapshot_holds_aggregates_only() -> None:
         dlq=DlqReading(by_reason={"not_json": 1}),
     )
     assert b"do-not-leak" not in orjson.dumps(build_snapshot(readings))
+
+
+def test_an_ended_shard_is_ended_not_stale_and_has_no_series_on_metrics() -> None:
+    """A resharded parent's last report (after its SHARD_END checkpoint) says it ended: long after, it is
+    `ended`, listed last, and /metrics has no series for it, so no alert fires for it."""
+    from dashboard.server import snapshot_metrics
+    from tests.browser.fixtures import known_snapshot
+
+    ended = shard_row("shardId-1", health(reportedMs=NOW - 600_000, endedMs=NOW - 600_000), NOW)
+    assert ended["status"] == "ended" and "resharded" in ended["statusText"]
+    rows = shards_section(
+        {
+            "shardId-1": health(reportedMs=NOW - 600_000, endedMs=NOW - 600_000),
+            "shardId-2": health(reportedMs=NOW - 600_000),
+            "shardId-3": health(),
+        },
+        NOW,
+    )["rows"]
+    assert [(r["shardId"], r["status"]) for r in rows] == [
+        ("shardId-3", "ok"),
+        ("shardId-2", "stale"),
+        ("shardId-1", "ended"),
+    ]
+
+    snap = known_snapshot(NOW)
+    snap["shards"] = {"rows": rows, "note": None}
+    series = {
+        (sample.name, sample.labels.get("shard"))
+        for family in snapshot_metrics(snap, NOW / 1000)
+        for sample in family.samples
+    }
+    assert ("streamkpi_shard_up", "shardId-2") in series and ("streamkpi_shard_up", "shardId-3") in series
+    assert not any(shard == "shardId-1" for _, shard in series), sorted(series)
