@@ -52,6 +52,8 @@ class RecordProcessor(v3.RecordProcessorBase):
 
     def _initialize(self, initialize_input: Any) -> None:
         self.worker = self.worker_factory(self.shard_id)
+        # A first report now: a processor that then hangs in its first batch goes silent, and is seen to.
+        self.worker.report_health()
         log.info(
             "shard initialized",
             extra={

@@ -187,7 +187,7 @@ def check_event(
         try:
             schema(event)
         except Exception as exc:  # fastjsonschema.JsonSchemaException and friends
-            return Invalid(Reason.SCHEMA, str(exc))
+            return Invalid(Reason.SCHEMA, _schema_detail(exc))
     elif unknown:
         return Invalid(Reason.UNKNOWN_TYPE, f"event type {event_type!r} is not configured")
     # The values the metrics read (userId above): group and distinct values' lengths, summed numbers' ranges.
@@ -215,3 +215,11 @@ def validate_event(event: Mapping[str, Any], arrival_ms: int, rules: Rules) -> V
     if isinstance(verdict, Invalid):
         return verdict
     return Valid(*verdict)
+
+
+def _schema_detail(exc: Exception) -> str:
+    """The schema's complaint, naming paths and rules, never the event's own words: fastjsonschema quotes
+    the undeclared property names for `additionalProperties`, and a name can be an email address."""
+    if getattr(exc, "rule", None) == "additionalProperties":
+        return f"{getattr(exc, 'name', 'data')} must not contain properties its schema does not declare"
+    return str(exc)

@@ -157,7 +157,8 @@ def shape_panel(
             out["valueLabel"] = "events per second now"
         else:
             rows = snapshot["shards"]["rows"]
-            out["value"] = sum(row["status"] != "ok" for row in rows) if snapshot["shards"]["note"] is None else None
+            troubled = sum(row["status"] in ("warning", "stale") for row in rows)  # an ended parent is fine
+            out["value"] = troubled if snapshot["shards"]["note"] is None else None
             out["valueLabel"] = "shards not ok"
     elif p.kind == "dlq":
         out["value"] = snapshot["invalid"]["lastHour"]

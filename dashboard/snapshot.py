@@ -197,7 +197,8 @@ def minutes_section(result: QueryResult | None, now_ms: int, note: str | None = 
 
 def rate_section(shards: Mapping[str, Any], per_minute: Mapping[str, Any]) -> dict[str, Any]:
     """Events/s now (the workers' own rate over their last seconds) and over the last whole minute."""
-    fresh = [s for s in shards["rows"] if s["status"] != "stale" and s["eventsPerSecond"] is not None]
+    # A stale shard's rate is old news, an ended one's (a resharded parent) its last: neither flows now.
+    fresh = [s for s in shards["rows"] if s["status"] not in ("stale", "ended") and s["eventsPerSecond"] is not None]
     now = round(sum(s["eventsPerSecond"] for s in fresh), 1) if fresh else None
     whole = [m for m in per_minute["minutes"] if not m["partial"]]
     last = whole[-1] if whole else None

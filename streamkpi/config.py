@@ -386,6 +386,11 @@ def _redaction(
                     f"{where}.{key}: {path!r}: {' and '.join(PROTECTED_FIELDS)} cannot be redacted (validation, "
                     "routing and the windows read them, again after a redrive or a replay)"
                 )
+        if key != "drop" and "data" in value:
+            raise ConfigError(
+                f"{where}.{key}: 'data' must stay an object (validation checks it, again after a redrive or a "
+                "replay): name the fields inside it, such as 'data.email', or drop it"
+            )
         if len(set(value)) != len(value):
             raise ConfigError(f"{where}.{key}: names a path twice: {value}")
         lists[key] = tuple(value)
@@ -413,6 +418,12 @@ def _redaction(
         for path in paths
     ]
     problems = conflicts(spec, metric_paths)
+    problems += [  # a hash is no number: the metric would silently stay empty
+        f"metrics.{m.name}.field names the hashed path {m.field!r}, which a {m.agg} cannot compute on (a hash is "
+        "text); only a distinct metric counts hashes"
+        for m in metrics
+        if m.field in spec.hash and m.agg != "distinct"
+    ]
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     counted = [f"metrics.{name}" for name, key, path in metric_paths if key != "where" and path in spec.hash]

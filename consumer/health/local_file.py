@@ -192,11 +192,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value
 
 
-def worker_dirs(state_dir: str | Path, app_name: str) -> list[Path]:
-    """Folders of the workers of `app_name` that left a daemon record under the state folder."""
+def worker_dirs(state_dir: str | Path, app_name: str, host: str | None = None) -> list[Path]:
+    """Folders of the workers of `app_name` that left a daemon record under the state folder (only those
+    written on `host`, if given: a state folder on a volume outlives the container that wrote it). A record
+    that cannot be read (cut short by a kill) is no worker's."""
     found = []
     for record_path in sorted((Path(state_dir) / "health").glob(f"{_file_safe(app_name)}-*/{DAEMON_FILE}")):
-        record = _read_json(record_path)
-        if record is not None and record.get("appName") == app_name:
+        try:
+            record = _read_json(record_path)
+        except (OSError, ValueError):
+            continue
+        if record is not None and record.get("appName") == app_name and host in (None, record.get("host")):
             found.append(record_path.parent)
     return found

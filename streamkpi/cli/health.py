@@ -7,6 +7,7 @@ reads 1 as unhealthy; 2 is reserved there, so a setting error exits 1 too); one 
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -59,7 +60,7 @@ def _worker_dir(settings: Settings) -> Path:
         return Path(settings.health_dir)
     if settings.worker_id:
         return worker_health_dir(settings.state_dir, settings.app_name, settings.worker_id)
-    found = worker_dirs(settings.state_dir, settings.app_name)
+    found = worker_dirs(settings.state_dir, settings.app_name, host=socket.gethostname())
     if len(found) == 1:
         return found[0]
     if not found:

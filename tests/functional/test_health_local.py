@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,23 @@ def test_several_workers_ask_for_the_worker_id_which_picks_one(
         health(tmp_path, STREAMKPI_WORKER_ID="w2").stdout.strip() == "unhealthy: the KCL daemon (pid 999999999) is gone"
     )
     assert health(tmp_path, STREAMKPI_HEALTH_DIR=str(worker_health_dir(tmp_path, APP, "w1"))).returncode == 0
+
+
+def test_a_worker_of_another_host_or_a_cut_record_does_not_hide_this_ones(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A state folder on a volume outlives its container: the record of the old container (another host name)
+    and a record cut short by a kill are no worker of this one."""
+    write_daemon_record(worker_health_dir(tmp_path, APP, "here"), sleeper.pid, APP, "here")
+    old = worker_health_dir(tmp_path, APP, "old-container")
+    write_daemon_record(old, 999_999_999, APP, "old-container")
+    record = old / "daemon.json"
+    record.write_bytes(record.read_bytes().replace(socket.gethostname().encode(), b"another-host"))
+    cut = worker_health_dir(tmp_path, APP, "cut")
+    cut.mkdir(parents=True)
+    (cut / "daemon.json").write_bytes(b'{"pid": 12')
+    result = health(tmp_path)
+    assert result.returncode == 0, result.stdout
 
 
 def test_a_processor_removes_its_heartbeats_when_it_exits_and_a_killed_ones_stop_counting(

@@ -136,6 +136,15 @@ def test_shard_end_checkpoints_shard_end_after_flushing() -> None:
     daemon.close()
 
 
+def test_a_shard_reports_health_as_soon_as_it_is_initialized() -> None:
+    """Before any record: a processor that hangs in its first batch then goes silent, and `streamkpi health`
+    (which judges the shards that reported) sees it."""
+    rig = Rig(LAZY)
+    daemon = rig.start()
+    assert rig.health.shards["shardId-000000000000"]["events"] == 0
+    daemon.close()
+
+
 def test_the_last_health_report_of_an_ended_shard_says_it_ended() -> None:
     rig = Rig(LAZY)
     daemon = rig.start()

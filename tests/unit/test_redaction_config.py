@@ -50,6 +50,9 @@ def test_the_readme_example_parses() -> None:
         ('mask = ["data.charityId"]', "metrics.donations.by names 'data.charityId', which is the masked path"),
         ('drop = ["data.amount"]', "metrics.donation_amount.field names 'data.amount'"),
         ('drop = ["data"]', "which overlaps the dropped path 'data'"),
+        # `data` masked or hashed would be no object: every redriven or replayed event would be wrong_type.
+        ('mask = ["data"]', "'data' must stay an object"),
+        ('hash = ["data"]', "'data' must stay an object"),
         # A hashed field a schema would refuse: a redriven or replayed event would fail validation.
         ('hash = ["data.currency"]', "does not accept 'hmac:<64 hex digits>' as data.currency"),
         ('drop = ["data.charityId"]', "metrics.donations.by"),
@@ -91,6 +94,15 @@ def test_a_hashed_field_a_metric_counts_or_groups_is_allowed_but_not_in_where() 
     text = default_config_text() + '\n[metrics.vip]\nwhere = { userId = "u-1" }\n[redaction]\nhash = ["userId"]\n'
     with pytest.raises(ConfigError, match="a where filter compares with the value as sent"):
         parse_config(text, "c.toml")
+
+
+def test_a_hashed_field_is_no_number_to_sum_min_or_max() -> None:
+    for agg in ("sum", "min", "max"):
+        text = default_config_text() + f'\n[metrics.spend]\nagg = "{agg}"\nfield = "data.spend"\n'
+        with pytest.raises(ConfigError, match=f"a {agg} cannot compute on"):
+            parse_config(text + '[redaction]\nhash = ["data.spend"]\n', "c.toml")
+    text = default_config_text() + '\n[metrics.spenders]\nagg = "distinct"\nfield = "data.spend"\n'
+    assert parse_config(text + '[redaction]\nhash = ["data.spend"]\n', "c.toml").redaction is not None
 
 
 def test_hashed_values_must_fit_the_value_bound_when_a_metric_reads_them() -> None:

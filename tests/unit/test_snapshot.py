@@ -450,8 +450,12 @@ def test_an_ended_shard_is_ended_not_stale_and_has_no_series_on_metrics() -> Non
         ("shardId-1", "ended"),
     ]
 
+    # Its last rate is not "now": events/s sums the shards that flow.
+    shards = {"rows": rows, "note": None}
+    assert rate_section(shards, {"minutes": []})["eventsPerSecond"] == rows[0]["eventsPerSecond"]
+
     snap = known_snapshot(NOW)
-    snap["shards"] = {"rows": rows, "note": None}
+    snap["shards"] = shards
     series = {
         (sample.name, sample.labels.get("shard"))
         for family in snapshot_metrics(snap, NOW / 1000)

@@ -272,6 +272,19 @@ def test_schema_rejects_a_non_conforming_event(data: dict) -> None:
     assert "data" in result.detail
 
 
+def test_a_schema_detail_never_quotes_the_events_own_property_names() -> None:
+    closed = fastjsonschema.compile(
+        {
+            "type": "object",
+            "properties": {"data": {"type": "object", "properties": {"a": {}}, "additionalProperties": False}},
+        }
+    )
+    rules = Rules(schemas={"signup": closed})
+    result = validate_event(event(eventType="signup", data={"a": 1, "jane.doe@example.com": 2}), ARRIVAL_MS, rules)
+    assert isinstance(result, Invalid) and result.reason is Reason.SCHEMA
+    assert result.detail == "data.data must not contain properties its schema does not declare"
+
+
 def test_schema_applies_only_to_its_type() -> None:
     rules = Rules(schemas={"donation.made": DONATION_SCHEMA})
     assert isinstance(validate_event(event(data={}), ARRIVAL_MS, rules), Valid)
