@@ -77,7 +77,12 @@ def test_the_demo_stops_every_part_even_when_its_output_pipe_is_gone(tmp_path: P
     # The reader quits after 200 bytes, as tee does on Ctrl-C: later writes of the demo fail with EPIPE.
     reader = subprocess.Popen(["head", "-c", "200"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert reader.stdin is not None
-    demo = subprocess.Popen([STREAMKPI, "demo", "--rate", "50"], env=env, stdout=reader.stdin, stderr=subprocess.STDOUT)
+    # SIGHUP as a terminal leaves it (default action), even when this test runs under nohup, which the demo
+    # would rightly take as "meant to outlive the terminal".
+    demo = subprocess.Popen(
+        [STREAMKPI, "demo", "--rate", "50"], env=env, stdout=reader.stdin, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )  # fmt: skip
     reader.stdin.close()  # the demo holds the only write end
     code = None
     try:
